@@ -1,3 +1,12 @@
-"""proxylab: a laboratory for the science of training dynamics."""
+"""proxylab: a laboratory for the science of training dynamics.
+
+``import proxylab as pl``: ``pl.run(config)``, ``pl.sweep(spec)``, ``pl.load(db).runs()``;
+configs are :class:`pl.RunConfig`; optimizers live in :mod:`proxylab.optim`.
+"""
 
 __version__ = "0.1.0"
+
+from proxylab.config import ConfigError, RunConfig, load_config  # noqa: E402
+from proxylab.api import load, run, sweep  # noqa: E402
+
+__all__ = ["ConfigError", "RunConfig", "load", "load_config", "run", "sweep", "__version__"]

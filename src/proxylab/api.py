@@ -1,0 +1,69 @@
+"""The Python verbs: ``import proxylab as pl; pl.run(...)``, ``pl.sweep(...)``, ``pl.load(db)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+from proxylab.config import ConfigError, RunConfig, from_flat, load_config
+from proxylab.sweep.spec import SweepSpec, load_sweep, spec_from_dict
+
+
+def preflight(configs: list[RunConfig]) -> None:
+    """Open every distinct data source once, so a missing or corrupt file is bad input
+    (exit 2, nothing written) instead of a failed run."""
+    from proxylab.tasks import build_task  # noqa: PLC0415
+
+    seen = set()
+    for cfg in configs:
+        key = (cfg.task, cfg.train.seed if cfg.task.name == "modular" else 0)
+        if key not in seen:
+            seen.add(key)
+            build_task(cfg.task, seed=cfg.train.seed)
+
+
+def _as_config(config: RunConfig | Mapping[str, Any] | str | Path | None) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, Mapping):  # dotted keys, e.g. {"optim.lr": 3e-3}
+        return from_flat(dict(config))
+    return load_config(config)
+
+
+def run(config: RunConfig | Mapping[str, Any] | str | Path | None = None, *, db=None):
+    """Train one run (in this process) and store it. Returns the RunResult."""
+    from proxylab.store import Store, default_db_path  # noqa: PLC0415
+    from proxylab.sweep.driver import run_one  # noqa: PLC0415
+
+    cfg = _as_config(config)
+    preflight([cfg])
+    result, status = run_one(cfg, Store(db or default_db_path()))
+    if result is None:
+        raise RuntimeError(f"run {cfg.id} failed; see `proxylab show {cfg.id}`")
+    return result
+
+
+def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, *, db=None, workers: int = 1,
+          threads: int = 0, show_progress: bool = False):
+    """Run (or resume) a sweep. Returns a SweepOutcome."""
+    from proxylab.store import Store, default_db_path  # noqa: PLC0415
+    from proxylab.sweep.driver import run_sweep  # noqa: PLC0415
+    from proxylab.sweep.executors import make_executor  # noqa: PLC0415
+
+    if isinstance(spec, Mapping):
+        spec = spec_from_dict(spec)
+    elif not isinstance(spec, SweepSpec):
+        spec = load_sweep(spec)
+    preflight(spec.expand())
+    executor = make_executor(workers, threads=threads or (0 if workers <= 1 else 1))
+    return run_sweep(spec, Store(db or default_db_path()), executor, show_progress=show_progress)
+
+
+def load(db=None):
+    """The store, for reading: ``pl.load().runs()`` / ``.metrics()`` return DataFrames."""
+    from proxylab.store import Store, default_db_path  # noqa: PLC0415
+
+    path = Path(db) if db else default_db_path()
+    if not path.exists():
+        raise ConfigError(f"{path}: no proxylab store here")
+    return Store(path)

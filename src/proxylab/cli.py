@@ -1,0 +1,245 @@
+"""The `proxylab` command. Exit codes: 0 ok, 1 runtime failure, 2 bad input (nothing written)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from proxylab.config import ConfigError, SECTIONS, load_config
+
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _db_path(args) -> Path:
+    from proxylab.store import default_db_path  # noqa: PLC0415
+
+    return Path(args.db) if args.db else default_db_path()
+
+
+def _open_store(args, *, must_exist: bool):
+    from proxylab.store import Store  # noqa: PLC0415
+
+    path = _db_path(args)
+    if must_exist and not path.exists():
+        raise ConfigError(f"{path}: no proxylab store here (use --db PATH or set PROXYLAB_DB)")
+    return Store(path)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+# ----------------------------------------------------------------------------------
+# verbs
+
+
+def cmd_run(args) -> int:
+    from proxylab.api import preflight  # noqa: PLC0415
+    from proxylab.sweep.driver import run_one  # noqa: PLC0415
+
+    cfg = load_config(args.config, args.set)
+    preflight([cfg])                               # missing or corrupt data -> exit 2, no writes
+    store = _open_store(args, must_exist=False)
+    result, status = run_one(cfg, store)
+    print(f"run {cfg.id}  status {status}")
+    if result is None:
+        err = store.run(cfg.id).get("error") or ""
+        print(err.strip().splitlines()[-1] if err else "the run failed", file=sys.stderr)
+        return EXIT_RUNTIME
+    s = result.summary
+    print(f"final train loss {_fmt(s['final_train_loss'])}  val loss {_fmt(s['final_val_loss'])}"
+          + (f"  val acc {_fmt(s['final_val_acc'])}" if s.get("final_val_acc") is not None else "")
+          + f"  tokens/s {s['tokens_per_s']:.0f}  steps {s['steps_done']}")
+    if status == "diverged":
+        print(f"diverged at step {s['diverged_step']}")
+    return EXIT_OK
+
+
+def cmd_sweep(args) -> int:
+    from proxylab.api import preflight  # noqa: PLC0415
+    from proxylab.sweep.driver import plan, run_sweep  # noqa: PLC0415
+    from proxylab.sweep.executors import make_executor  # noqa: PLC0415
+    from proxylab.sweep.spec import load_sweep  # noqa: PLC0415
+
+    spec = load_sweep(args.sweep_file).with_overrides(args.set)
+    if args.dry_run:
+        db = _db_path(args)
+        store = _open_store(args, must_exist=True) if db.exists() else None
+        configs, status = plan(spec, store)
+        from proxylab.sweep.driver import run_label  # noqa: PLC0415
+
+        for c in configs:
+            print(f"{c.id}  {status[c.id]:<9} {run_label(c, spec.axes)}")
+        n_done = sum(s in ("done", "diverged") for s in status.values())
+        print(f"{len(configs)} runs in sweep {spec.name!r}: {n_done} already finished, "
+              f"{len(configs) - n_done} to run")
+        return EXIT_OK
+    configs = spec.expand()
+    preflight(configs)
+    store = _open_store(args, must_exist=False)
+    workers = args.workers or 1
+    executor = make_executor(workers, threads=args.threads or (0 if workers == 1 else 1),
+                             backend=args.backend)
+    try:
+        out = run_sweep(spec, store, executor, show_progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished runs are stored; run the same command to resume",
+              file=sys.stderr)
+        return 130
+    counts = out.counts()
+    print(f"sweep {spec.name!r}: {out.total} runs, {out.skipped} already finished, "
+          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"  (store: {store.path})")
+    return EXIT_RUNTIME if counts.get("failed") else EXIT_OK
+
+
+def cmd_ls(args) -> int:
+    store = _open_store(args, must_exist=True)
+    if args.sweep and args.sweep not in set(store.sweeps()["name"]):
+        raise ConfigError(f"--sweep {args.sweep!r}: no such sweep in {store.path}")
+    df = store.runs(sweep=args.sweep)
+    cols = [c for c in ("run_id", "sweep", "status", "final_val_loss", "tokens_per_s") if c in df]
+    if args.json:
+        print(df.to_json(orient="records"))
+        return EXIT_OK
+    if df.empty:
+        print("no runs")
+        return EXIT_OK
+    axes = [c for c in df.columns if "." in c and df[c].astype(str).nunique() > 1]
+    print(df[cols[:3] + axes + cols[3:]].to_string(index=False))
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    store = _open_store(args, must_exist=True)
+    try:
+        info = store.run(args.run_id)
+    except KeyError:
+        raise ConfigError(f"run id {args.run_id!r}: not in {store.path} (see `proxylab ls`)") from None
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return EXIT_OK
+    print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
+    print("config:")
+    for sec, vals in info["config"].items():
+        for k, v in vals.items():
+            print(f"  {sec}.{k} = {v!r}")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from proxylab.report import make_report  # noqa: PLC0415
+
+    store = _open_store(args, must_exist=True)
+    make_report(store, args.sweep_name, args.out)
+    print(f"report: {Path(args.out).resolve() / 'index.html'}")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    from proxylab.store.export import export  # noqa: PLC0415
+
+    store = _open_store(args, must_exist=True)
+    path = export(store, args.out, args.format, sweep=args.sweep)
+    print(f"exported to {path}")
+    return EXIT_OK
+
+
+def cmd_study(args) -> int:
+    from proxylab.studies import run_study  # noqa: PLC0415
+
+    db = Path(args.db) if args.db else None
+    summary_path = run_study(args.name, quick=args.quick, out=args.out, db=db,
+                             workers=args.workers)
+    print(f"study report: {Path(summary_path).parent.resolve() / 'index.html'}")
+    return EXIT_OK
+
+
+def cmd_keys(args) -> int:
+    from dataclasses import fields  # noqa: PLC0415
+
+    for sec, cls in SECTIONS.items():
+        for f in fields(cls):
+            d = cls().__getattribute__(f.name)
+            allowed = f.metadata.get("choices")
+            extra = f"  one of {', '.join(allowed)}" if allowed else ""
+            print(f"{sec}.{f.name:<18} default {d!r:<12} {f.metadata.get('doc', '')}{extra}")
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------
+# argument parsing
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="proxylab", description=__doc__)
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def with_db(sp):
+        sp.add_argument("--db", help="store file (default ./proxylab.db or $PROXYLAB_DB)")
+        return sp
+
+    sp = with_db(sub.add_parser("run", help="train one run"))
+    sp.add_argument("config", nargs="?", help="TOML config file")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sp.set_defaults(func=cmd_run)
+
+    sp = with_db(sub.add_parser("sweep", help="run a sweep file (resumable)"))
+    sp.add_argument("sweep_file")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--workers", type=int, default=1, help="parallel runs (processes)")
+    sp.add_argument("--threads", type=int, default=0, help="torch threads per run")
+    sp.add_argument("--backend", choices=("local", "ray"), default="local")
+    sp.add_argument("--dry-run", action="store_true", help="list runs and their status only")
+    sp.add_argument("--quiet", action="store_true", help="no live progress display")
+    sp.set_defaults(func=cmd_sweep)
+
+    sp = with_db(sub.add_parser("ls", help="list runs"))
+    sp.add_argument("--sweep")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_ls)
+
+    sp = with_db(sub.add_parser("show", help="one run's config, meta and summary"))
+    sp.add_argument("run_id")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_show)
+
+    sp = with_db(sub.add_parser("report", help="figures + index.html + summary.json"))
+    sp.add_argument("sweep_name")
+    sp.add_argument("--out", required=True)
+    sp.set_defaults(func=cmd_report)
+
+    sp = with_db(sub.add_parser("export", help="export runs and metrics"))
+    sp.add_argument("--format", required=True, help="parquet or csv")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--sweep")
+    sp.set_defaults(func=cmd_export)
+
+    sp = with_db(sub.add_parser("study", help="a built-in study end to end"))
+    sp.add_argument("name")
+    sp.add_argument("--quick", action="store_true")
+    sp.add_argument("--out", default=None)
+    sp.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    sp.set_defaults(func=cmd_study)
+
+    sp = sub.add_parser("keys", help="list config keys, defaults and allowed values")
+    sp.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"proxylab: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

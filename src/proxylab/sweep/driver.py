@@ -1,0 +1,117 @@
+"""The sweep driver: the single writer of the store.
+
+`run_sweep` expands the spec (all validation happens before anything is written), registers
+the sweep and its runs, skips runs that are already finished, and feeds the rest to an
+executor whose events it writes to the store. Killing the driver at any moment leaves whole
+transactions only: finished runs stay finished, an interrupted run is left `running` and is
+redone from scratch next time (`start_run` drops the metrics of the earlier attempt), and
+metric rows are keyed by (run, step, key) so nothing is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+
+from proxylab.config import RunConfig
+from proxylab.sweep.executors import Event, Executor
+from proxylab.sweep.progress import Progress
+from proxylab.sweep.spec import SweepSpec
+
+FINISHED = ("done", "diverged")
+
+
+def run_label(cfg: RunConfig, axes: list[str]) -> str:
+    flat = cfg.flat()
+    return " ".join(f"{k.split('.')[-1]}={flat[k]:g}" if isinstance(flat[k], float)
+                    else f"{k.split('.')[-1]}={flat[k]}" for k in axes if k in flat)
+
+
+@dataclass
+class SweepOutcome:
+    name: str
+    total: int
+    skipped: int
+    statuses: dict[str, str] = field(default_factory=dict)   # run_id -> status of this attempt
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.statuses.values():
+            out[s] = out.get(s, 0) + 1
+        return out
+
+
+class StoreWriter:
+    """Turns executor events into store writes (and progress updates)."""
+
+    def __init__(self, store, progress: Progress | None = None):
+        self.store, self.progress = store, progress
+        self.statuses: dict[str, str] = {}
+        self.results: dict[str, object] = {}
+
+    def handle(self, event: Event) -> None:
+        kind, rid, payload = event
+        if kind == "started":
+            self.store.start_run(rid, payload)
+            if self.progress:
+                self.progress.started(rid)
+        elif kind == "metrics":
+            self.store.log_metrics(rid, payload)
+        elif kind == "progress":
+            if self.progress:
+                self.progress.step(rid, *payload)
+        elif kind == "finished":
+            self.store.finish_run(rid, payload.status, payload.summary)
+            self.statuses[rid] = payload.status
+            self.results[rid] = payload
+            if self.progress:
+                v = payload.summary.get("final_val_loss")
+                note = (f"val {v:.4f}" if v is not None and math.isfinite(v) else
+                        f"at step {payload.summary.get('diverged_step')}")
+                self.progress.finished(rid, payload.status, note)
+        elif kind == "failed":
+            self.store.finish_run(rid, "failed", {}, error=str(payload))
+            self.statuses[rid] = "failed"
+            if self.progress:
+                self.progress.finished(rid, "failed", str(payload).strip().splitlines()[-1][:60])
+        elif kind == "abandoned":
+            self.store.mark_pending([rid])
+            self.statuses[rid] = "pending"
+        else:  # pragma: no cover - a programming error, not user input
+            raise ValueError(f"unknown executor event {kind!r}")
+
+
+def plan(spec: SweepSpec, store) -> tuple[list[RunConfig], dict[str, str]]:
+    """The sweep's runs and their current status in the store ('new' when absent)."""
+    configs = spec.expand()
+    known = store.status_of([c.id for c in configs]) if store is not None else {}
+    return configs, {c.id: known.get(c.id) or "new" for c in configs}
+
+
+def run_sweep(spec: SweepSpec, store, executor: Executor, *, show_progress: bool = True,
+              stream=None) -> SweepOutcome:
+    configs, status = plan(spec, store)           # raises ConfigError before any write
+    store.add_sweep(spec.name, spec.to_dict())
+    store.add_runs(spec.name, [(c.id, c.to_dict()) for c in configs])
+    todo = [c for c in configs if status[c.id] not in FINISHED]
+    skipped = len(configs) - len(todo)
+    progress = Progress({c.id: run_label(c, spec.axes) for c in todo},
+                        {c.id: c.train.steps for c in todo},
+                        stream=stream or sys.stdout, enabled=show_progress, skipped=skipped)
+    writer = StoreWriter(store, progress)
+    try:
+        executor.run(todo, writer.handle)
+    finally:
+        progress.close()
+    return SweepOutcome(spec.name, len(configs), skipped, writer.statuses)
+
+
+def run_one(cfg: RunConfig, store, *, sweep: str | None = None):
+    """Train one config in this process, writing to the store; returns its RunResult."""
+    from proxylab.sweep.executors import InlineExecutor  # noqa: PLC0415
+
+    store.add_runs(sweep, [(cfg.id, cfg.to_dict())])
+    writer = StoreWriter(store)
+    InlineExecutor(threads=cfg.train.threads).run([cfg], writer.handle)
+    return writer.results.get(cfg.id), writer.statuses.get(cfg.id)

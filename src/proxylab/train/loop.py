@@ -1,0 +1,265 @@
+"""The training loop: one run = a pure function of its config (and seed).
+
+Reads top to bottom: build task, model and optimizer; evaluate at step 0 (the loss at
+initialization); then step, probe and evaluate. Every number goes out through a
+:class:`Reporter` (the store writer lives in the driver, not here). A run whose loss turns
+NaN/inf or exceeds ``train.diverge_factor`` times its initial loss stops and is returned as
+``diverged``: a result, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+import proxylab
+from proxylab.config import RunConfig, canonical_json, run_id
+from proxylab.models import build_model
+from proxylab.optim import build_optimizer
+from proxylab.tasks import build_task
+from proxylab.train.schedules import lr_multiplier
+
+Rows = list[tuple[int, str, float]]
+
+
+class Reporter(Protocol):
+    """Where a run's numbers go. The driver's implementation writes them to the store."""
+
+    def started(self, meta: dict) -> None: ...
+    def metrics(self, rows: Rows) -> None: ...
+    def progress(self, step: int, total: int) -> None: ...
+
+
+class NullReporter:
+    def started(self, meta: dict) -> None: pass
+    def metrics(self, rows: Rows) -> None: pass
+    def progress(self, step: int, total: int) -> None: pass
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str                      # done | diverged | failed
+    summary: dict = field(default_factory=dict)
+    error: str | None = None
+
+
+# ----------------------------------------------------------------------------------
+# environment facts recorded with every run
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The proxylab source tree's commit (with '+dirty' when it has local changes)."""
+    root = Path(__file__).resolve().parents[3]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (sha + ("+dirty" if dirty else "")) if sha else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device = 'cuda' but torch sees no CUDA device")
+    return torch.device(name)
+
+
+# ----------------------------------------------------------------------------------
+# losses and probes
+
+
+def lm_loss(logits: torch.Tensor, y: torch.Tensor, z_loss: float):
+    """Cross-entropy on positions with a target, plus z_loss * mean(log Z^2) (PaLM form).
+
+    Returns (total loss, cross-entropy, mean log Z over counted positions).
+    """
+    y = y[:, -logits.shape[1]:]                 # models may emit only the last positions
+    logits = logits.float().flatten(0, 1)
+    y = y.flatten()
+    keep = y != -100
+    ce = F.cross_entropy(logits, y, ignore_index=-100)
+    logz = torch.logsumexp(logits[keep], dim=-1)
+    total = ce + z_loss * (logz**2).mean() if z_loss > 0 else ce
+    return total, ce, logz.mean()
+
+
+def accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    y = y[:, -logits.shape[1]:]
+    keep = y != -100
+    correct = (logits.argmax(-1) == y) & keep
+    return int(correct.sum()), int(keep.sum())
+
+
+@torch.no_grad()
+def evaluate(model, batches, *, has_accuracy: bool, autocast) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    total_ce = total_logz = 0.0
+    n_tok = n_correct = 0
+    for x, y in batches:
+        with autocast():
+            logits = model(x)
+        _, ce, logz = lm_loss(logits, y, 0.0)
+        k = int((y[:, -logits.shape[1]:] != -100).sum())
+        total_ce += float(ce) * k
+        total_logz += float(logz) * k
+        n_tok += k
+        if has_accuracy:
+            n_correct += accuracy(logits, y)[0]
+    out = {"val/loss": total_ce / n_tok, "logz_mean": total_logz / n_tok}
+    if has_accuracy:
+        out["val/acc"] = n_correct / n_tok
+    attn = model.max_attention_logit(batches[0][0])
+    if not math.isnan(attn):
+        out["attn_logit_max_l0"] = attn
+    model.train(was_training)
+    return out
+
+
+def global_norm(tensors) -> float:
+    norms = [t.detach().float().norm() for t in tensors if t is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+# ----------------------------------------------------------------------------------
+# the loop
+
+
+def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
+    """Train one run to completion (or divergence). Exceptions propagate to the caller."""
+    rep = reporter or NullReporter()
+    tc = cfg.train
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+    device = resolve_device(tc.device)
+    torch.manual_seed(tc.seed)
+    gen = torch.Generator().manual_seed(tc.seed)
+
+    task = build_task(cfg.task, seed=tc.seed)
+    model = build_model(cfg.model, vocab_size=task.vocab_size, seq_len=task.seq_len).to(device)
+    opt = build_optimizer(model, cfg.optim)
+    params = [p for p in model.parameters() if p.requires_grad]
+    n_params = sum(p.numel() for p in params)
+    val = [(x.to(device), y.to(device)) for x, y in task.val_batches(tc.batch_size, tc.eval_batches)]
+    use_bf16 = tc.precision == "bf16"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    rep.started({
+        "proxylab_version": proxylab.__version__,
+        "git_commit": git_commit(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+        "threads": torch.get_num_threads(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "data_fingerprint": task.fingerprint,
+        "data": task.describe(),
+        "n_params": n_params,
+        "config_json": canonical_json(cfg),
+    })
+
+    t_start = time.perf_counter()
+    train_time = 0.0          # seconds spent in training steps (excludes evaluation)
+    tokens = 0
+    ev = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast)
+    init_loss = ev["val/loss"]
+    rep.metrics([(0, k, v) for k, v in ev.items()] + [(0, "tokens", 0.0), (0, "wall_s", 0.0)])
+    last_eval = ev
+    best_val = init_loss
+    status, diverged_at, interval_losses = "done", None, []
+    step = 0
+
+    for step in range(1, tc.steps + 1):
+        t0 = time.perf_counter()
+        s_t = lr_multiplier(cfg.schedule, step - 1, tc.steps)
+        for g in opt.param_groups:
+            g["lr"] = g["peak_lr"] * s_t
+        x, y = task.train_batch(tc.batch_size, gen)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        probe = step % tc.log_every == 0 or step == tc.steps
+        with autocast():
+            logits = model(x)
+        loss, ce, logz = lm_loss(logits, y, tc.z_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
+        else:
+            grad_norm = global_norm(p.grad for p in params) if probe else float("nan")
+        if probe and hasattr(opt, "probe_next_step"):
+            opt.probe_next_step()
+        opt.step()
+        ce_val = float(ce)
+        train_time += time.perf_counter() - t0
+        tokens += int((y != -100).sum()) if task.has_accuracy else x.numel()
+        interval_losses.append(ce_val)
+
+        bad = not math.isfinite(ce_val) or ce_val > tc.diverge_factor * init_loss
+        rows: Rows = []
+        if probe or bad:
+            rows += [(step, "train/loss", sum(interval_losses) / len(interval_losses)),
+                     (step, "lr", opt.param_groups[0]["lr"]),
+                     (step, "lr_mult", s_t),
+                     (step, "grad_norm", grad_norm),
+                     (step, "param_norm", global_norm(params)),
+                     (step, "logz_train", float(logz)),
+                     (step, "tokens", float(tokens)),
+                     (step, "wall_s", time.perf_counter() - t_start)]
+            if task.has_accuracy:
+                c, n = accuracy(logits.detach(), y)
+                rows.append((step, "train/acc", c / max(n, 1)))
+            rows += [(step, k, float(v)) for k, v in getattr(opt, "last_stats", {}).items()]
+            interval_losses = []
+        if bad:
+            rows.append((step, "train/loss_last", ce_val))
+            rep.metrics(rows)
+            status, diverged_at = "diverged", step
+            break
+        if step % tc.eval_every == 0 or step == tc.steps:
+            last_eval = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast)
+            if not math.isfinite(last_eval["val/loss"]) or last_eval["val/loss"] > tc.diverge_factor * init_loss:
+                status, diverged_at = "diverged", step
+            best_val = min(best_val, last_eval["val/loss"]) if math.isfinite(last_eval["val/loss"]) else best_val
+            rows += [(step, k, v) for k, v in last_eval.items()]
+        if rows:
+            rep.metrics(rows)
+        rep.progress(step, tc.steps)
+        if status == "diverged":
+            break
+
+    summary = {
+        "steps_done": step,
+        "init_loss": init_loss,
+        "final_train_loss": ce_val,
+        "final_val_loss": last_eval["val/loss"] if status == "done" else float("nan"),
+        "best_val_loss": best_val,
+        "final_val_acc": last_eval.get("val/acc"),
+        "max_attn_logit_l0": last_eval.get("attn_logit_max_l0"),
+        "tokens": tokens,
+        "tokens_per_s": tokens / train_time if train_time > 0 else float("nan"),
+        "train_time_s": train_time,
+        "wall_s": time.perf_counter() - t_start,
+        "n_params": n_params,
+        "diverged_step": diverged_at,
+    }
+    return RunResult(run_id=run_id(cfg), status=status, summary=summary)
