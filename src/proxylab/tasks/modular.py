@@ -1,0 +1,105 @@
+"""Modular arithmetic ``a OP b mod p``: the grokking task (Power et al. 2022).
+
+Every pair (a, b) is one example: ``x = [a, OP, b, EQ]`` with the tokens OP = p and EQ = p+1
+(vocab p + 2), and ``y = [-100, -100, -100, c]`` so loss and accuracy count only the answer.
+All pairs are enumerated, shuffled by a generator seeded with the run seed, and the first
+``train_frac`` of them train; the rest are the validation set, which ``val_batches`` always
+returns whole so validation accuracy is exact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from proxylab.config import ConfigError, TaskConfig
+from proxylab.tasks.base import IGNORE, Batch, Task
+
+OPS = ("+", "-", "*", "/", "x2+y2")
+
+
+def _is_prime(n: int) -> bool:
+    return n >= 2 and all(n % k for k in range(2, int(n**0.5) + 1))
+
+
+def modular_answer(a: torch.Tensor, b: torch.Tensor, p: int, op: str) -> torch.Tensor:
+    """``a OP b mod p`` elementwise for int64 tensors (b != 0 for division, p prime)."""
+    if op == "+":
+        return (a + b) % p
+    if op == "-":
+        return (a - b) % p
+    if op == "*":
+        return (a * b) % p
+    if op == "/":
+        # b^-1 = b^(p-2) mod p (Fermat); a table of p inverses is cheap next to p^2 pairs
+        inv = torch.tensor([0] + [pow(v, p - 2, p) for v in range(1, p)], dtype=torch.long)
+        return (a * inv[b]) % p
+    if op == "x2+y2":
+        return (a * a + b * b) % p
+    raise ConfigError(f"task.op: {op!r} is not allowed; choose one of {', '.join(map(repr, OPS))}")
+
+
+class ModularTask(Task):
+    has_accuracy = True
+    seq_len = 4
+
+    def __init__(self, cfg: TaskConfig, *, seed: int):
+        p, op = cfg.p, cfg.op
+        if op not in OPS:
+            raise ConfigError(f"task.op: {op!r} is not allowed; choose one of "
+                              f"{', '.join(map(repr, OPS))}")
+        if op == "/" and not _is_prime(p):
+            raise ConfigError(f"task.p: division needs a prime modulus, got {p}")
+        self.p, self.op, self.full_batch = p, op, cfg.full_batch
+        self.vocab_size = p + 2
+        a = torch.arange(p).repeat_interleave(p)
+        b = torch.arange(p).repeat(p)
+        if op == "/":
+            keep = b != 0
+            a, b = a[keep], b[keep]
+        n = len(a)
+        n_train = int(cfg.train_frac * n)
+        if not 1 <= n_train < n:
+            raise ConfigError(
+                f"task.train_frac: {cfg.train_frac} gives {n_train} training pairs of {n} "
+                f"(p={p}, op={op!r}); both train and validation need at least one pair")
+        gen = torch.Generator().manual_seed(seed)
+        order = torch.randperm(n, generator=gen)
+        c = modular_answer(a, b, p, op)
+        x = torch.stack([a, torch.full_like(a, p), b, torch.full_like(a, p + 1)], dim=1)
+        y = torch.full_like(x, IGNORE)
+        y[:, 3] = c
+        tr, va = order[:n_train], order[n_train:]
+        self._x_train, self._y_train = x[tr], y[tr]
+        self._x_val, self._y_val = x[va], y[va]
+        # the data is the SET of training pairs (sorted), whatever order they were drawn in
+        pair_ids = (a[tr] * p + b[tr]).sort().values
+        h = hashlib.sha256(f"proxylab-modular\0{p}\0{op}\0".encode())
+        h.update(pair_ids.numpy().astype("<i8").tobytes())
+        self.fingerprint = h.hexdigest()
+        self._val_cache: dict[int, list[Batch]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {"task": "modular", "source": "modular", "p": self.p, "op": self.op,
+                "vocab_size": self.vocab_size, "seq_len": self.seq_len,
+                "n_train_examples": len(self._x_train), "n_val_examples": len(self._x_val),
+                "full_batch": self.full_batch, "fingerprint": self.fingerprint}
+
+    def train_batch(self, batch_size: int, gen: torch.Generator) -> Batch:
+        """Pairs drawn with replacement; with ``full_batch`` the whole training set (the
+        same tensors every step: do not modify them in place)."""
+        if self.full_batch:
+            return self._x_train, self._y_train
+        idx = torch.randint(len(self._x_train), (batch_size,), generator=gen)
+        return self._x_train[idx], self._y_train[idx]
+
+    def val_batches(self, batch_size: int, n: int) -> list[Batch]:
+        """The WHOLE validation set in chunks of ``batch_size``; ``n`` is ignored, so that
+        validation loss and accuracy are exact rather than estimated."""
+        if batch_size not in self._val_cache:
+            self._val_cache[batch_size] = [
+                (self._x_val[i:i + batch_size], self._y_val[i:i + batch_size])
+                for i in range(0, len(self._x_val), batch_size)]
+        return list(self._val_cache[batch_size])
