@@ -1,0 +1,82 @@
+"""Built-in studies: a sweep, its analyses, its figures and verdicts, end to end.
+
+Each study module defines ``NAME``, ``CLAIM``, ``sweeps(quick) -> list[SweepSpec]`` and
+``verdicts(store, sweeps) -> list[dict]``; optionally ``figures(store, out_dir)``.
+`run_study` runs the sweeps (resuming whatever is already in the store), writes the report
+of each sweep and a study-level ``summary.json`` with the DESIGN.md fields.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from pathlib import Path
+
+from proxylab.config import ConfigError
+
+STUDIES = {"lr-width": "proxylab.studies.lr_width"}
+
+
+def get_study(name: str):
+    if name not in STUDIES:
+        raise ConfigError(f"study {name!r}: unknown; available: {', '.join(sorted(STUDIES))}")
+    return importlib.import_module(STUDIES[name])
+
+
+def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
+              db: str | Path | None = None, workers: int = 1, show_progress: bool = True) -> Path:
+    """Run a built-in study; returns the path of its summary.json."""
+    from proxylab.api import preflight  # noqa: PLC0415
+    from proxylab.report import make_report  # noqa: PLC0415
+    from proxylab.report.html import write_json_atomic  # noqa: PLC0415
+    from proxylab.store import Store  # noqa: PLC0415
+    from proxylab.sweep.driver import run_sweep  # noqa: PLC0415
+    from proxylab.sweep.executors import make_executor  # noqa: PLC0415
+
+    study = get_study(name)
+    out = Path(out or Path("reports") / (name + ("-quick" if quick else "")))
+    specs = study.sweeps(quick)
+    for spec in specs:
+        preflight(spec.expand())
+    out.mkdir(parents=True, exist_ok=True)
+    store = Store(db or out / "proxylab.db")
+    executor = make_executor(workers, threads=0 if workers <= 1 else 1)
+    for spec in specs:
+        run_sweep(spec, store, executor, show_progress=show_progress)
+    per_sweep = {spec.name: make_report(store, spec.name, out / spec.name) for spec in specs}
+    if hasattr(study, "figures"):
+        study.figures(store, specs, out)
+    summary = {
+        "study": name,
+        "quick": quick,
+        "sweeps": [s.name for s in specs],
+        "verdicts": study.verdicts(store, specs),
+        "reports": {s: f"{s}/index.html" for s in per_sweep},
+        "numbers": {s: rep for s, rep in per_sweep.items()},
+    }
+    write_json_atomic(out / "summary.json", summary)
+    _write_index(out, study, summary)
+    return out / "summary.json"
+
+
+def _write_index(out: Path, study, summary: dict) -> None:
+    import html  # noqa: PLC0415
+
+    rows = "".join(
+        f"<tr><td>{html.escape(v['claim'])}</td><td class='{v['status']}'>{v['status']}</td>"
+        f"<td><pre>{html.escape(json.dumps(v['evidence'], indent=1, default=str))}</pre></td></tr>"
+        for v in summary["verdicts"])
+    figs = "".join(f"<p><img src='{p.name}' width='640'></p>" for p in sorted(out.glob("*.png")))
+    links = "".join(f"<li><a href='{href}'>{html.escape(s)}</a></li>"
+                    for s, href in summary["reports"].items())
+    page = (f"<!doctype html><meta charset='utf-8'><title>{study.NAME}</title>"
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
+            "td{border:1px solid #ccc;padding:4px;vertical-align:top}"
+            ".reproduced{color:green}.not_reproduced{color:#b00}.inconclusive{color:#a60}</style>"
+            f"<h1>Study {study.NAME}{' (quick)' if summary['quick'] else ''}</h1>"
+            f"<p>{html.escape(study.__doc__ or '')}</p><table><tr><th>claim</th><th>verdict</th>"
+            f"<th>evidence</th></tr>{rows}</table>{figs}<h2>Sweep reports</h2><ul>{links}</ul>")
+    tmp = out / ".index.html.tmp"
+    tmp.write_text(page)
+    os.replace(tmp, out / "index.html")

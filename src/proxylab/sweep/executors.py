@@ -56,7 +56,7 @@ class EventReporter:
 
 def execute_one(cfg: RunConfig, emit: Callable[[Event], None], parent_pid: int | None = None) -> None:
     """Run one config and emit its events; failures become a 'failed' event, never a raise."""
-    from proxylab.train import train  # noqa: PLC0415 (keeps the sweep room importable without torch)
+    from proxylab.train.loop import train  # noqa: PLC0415 (keeps the sweep room importable without torch)
 
     rid = cfg.id
     try:

@@ -1,5 +1,1 @@
-"""The training loop, schedules and probes."""
-
-from proxylab.train.loop import NullReporter, Reporter, RunResult, train
-
-__all__ = ["NullReporter", "Reporter", "RunResult", "train"]
+"""The training loop (`proxylab.train.loop.train`), schedules and probes."""

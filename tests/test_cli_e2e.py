@@ -1,0 +1,189 @@
+"""End to end: the real `proxylab` command on real files, including kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+TINY = ["--set", "model.width=32", "--set", "model.depth=1", "--set", "model.heads=2",
+        "--set", "task.seq_len=32", "--set", "train.batch_size=4", "--set", "train.eval_batches=2"]
+
+
+def proxylab(*args, db=None, check=True, timeout=300, **kw):
+    cmd = [sys.executable, "-m", "proxylab.cli", *map(str, args)]
+    if db is not None:
+        cmd += ["--db", str(db)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, **kw)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+def write_sweep(path: Path, name="e2e", lrs=(1e-3, 3e-3, 1e-2, 3e-2), steps=60):
+    path.write_text(f"""
+name = "{name}"
+[base]
+"model.width" = 32
+"model.depth" = 1
+"model.heads" = 2
+"task.seq_len" = 32
+"train.batch_size" = 4
+"train.steps" = {steps}
+"train.eval_every" = 20
+"train.log_every" = 10
+"train.eval_batches" = 2
+[grid]
+"optim.lr" = {list(lrs)}
+""")
+    return path
+
+
+def test_run_prints_id_losses_and_throughput(db_path):
+    p = proxylab("run", *TINY, "--set", "train.steps=20", "--set", "optim.lr=3e-3", db=db_path)
+    assert "run " in p.stdout and "val loss" in p.stdout and "tokens/s" in p.stdout
+    rid = p.stdout.split()[1]
+    show = json.loads(proxylab("show", rid, "--json", db=db_path).stdout)
+    assert show["status"] == "done"
+    meta = show["meta"]
+    for key in ("proxylab_version", "torch_version", "device", "threads", "data_fingerprint"):
+        assert meta.get(key) not in (None, ""), key
+    assert "git_commit" in meta
+    # the same config again is recognised by its id (content hash)
+    again = proxylab("run", *TINY, "--set", "train.steps=20", "--set", "optim.lr=3e-3", db=db_path)
+    assert again.stdout.split()[1] == rid
+
+
+def _db_rows(db, sql):
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_sweep_survives_sigkill_and_resumes(tmp_path, db_path):
+    spec = write_sweep(tmp_path / "s.toml", steps=120)
+    cmd = [sys.executable, "-m", "proxylab.cli", "sweep", str(spec), "--workers", "2",
+           "--db", str(db_path), "--quiet"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    # kill the driver once at least one run is finished and another is mid-way
+    while time.time() < deadline:
+        time.sleep(0.3)
+        if proc.poll() is not None:
+            pytest.fail(f"sweep ended before it could be killed: {proc.stderr.read()}")
+        if not db_path.exists():
+            continue
+        try:
+            st = dict(_db_rows(db_path, "select status, count(*) from runs group by status"))
+        except sqlite3.OperationalError:
+            continue
+        if st.get("done", 0) + st.get("diverged", 0) >= 1 and st.get("running", 0) >= 1:
+            break
+    else:
+        pytest.fail("the sweep never reached a state worth killing")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {r[0]: r[1:] for r in _db_rows(db_path, "select run_id, status, finished from runs")}
+    finished_before = {k: v for k, v in before.items() if v[0] in ("done", "diverged")}
+    assert any(v[0] == "running" for v in before.values())
+
+    dry = proxylab("sweep", spec, "--dry-run", db=db_path).stdout
+    assert f"{len(finished_before)} already finished" in dry
+
+    proxylab("sweep", spec, "--workers", "2", "--quiet", db=db_path)
+    runs = pd.DataFrame(_db_rows(db_path, "select run_id, status, finished, attempt from runs"),
+                        columns=["run_id", "status", "finished", "attempt"])
+    assert len(runs) == 4 and set(runs.status) <= {"done", "diverged"}
+    for rid, (status, finished) in finished_before.items():   # finished runs were not redone
+        row = runs[runs.run_id == rid].iloc[0]
+        assert row.finished == finished and row.attempt == 1
+    # every run has complete metrics, each (run, step, key) exactly once
+    dup = _db_rows(db_path, "select run_id, step, key, count(*) c from metrics "
+                            "group by run_id, step, key having c > 1")
+    assert dup == []
+    for rid, status in zip(runs.run_id, runs.status):
+        steps = sorted(s for (s,) in _db_rows(
+            db_path, f"select step from metrics where run_id='{rid}' and key='val/loss'"))
+        if status == "done":
+            assert steps == [0, 20, 40, 60, 80, 100, 120], (rid, steps)
+        tl = sorted(s for (s,) in _db_rows(
+            db_path, f"select step from metrics where run_id='{rid}' and key='train/loss'"))
+        if status == "done":
+            assert tl == list(range(10, 121, 10)), (rid, tl)
+    # a third start has nothing to do
+    out = proxylab("sweep", spec, "--quiet", db=db_path).stdout
+    assert "4 already finished" in out
+
+
+def test_ls_show_export_report(tmp_path, db_path):
+    spec = write_sweep(tmp_path / "s.toml", name="small", lrs=(1e-3, 1e-2), steps=20)
+    proxylab("sweep", spec, "--quiet", db=db_path)
+    ls = proxylab("ls", "--sweep", "small", db=db_path).stdout
+    assert ls.count("done") == 2
+    runs = json.loads(proxylab("ls", "--json", db=db_path).stdout)
+    assert len(runs) == 2
+    out = tmp_path / "x.parquet"
+    proxylab("export", "--format", "parquet", "--out", out, db=db_path)
+    assert out.exists()
+    rep = tmp_path / "rep"
+    proxylab("report", "small", "--out", rep, db=db_path)
+    summary = json.loads((rep / "summary.json").read_text())
+    assert summary and (rep / "index.html").exists()
+    assert list(rep.glob("*.png"))
+
+
+BAD_INPUTS = [
+    (["run", "--set", "optim.lrr=1"], "optim.lrr"),
+    (["run", "--set", "train.steps=ten"], "train.steps"),
+    (["run", "--set", "optim.lr=-1"], "optim.lr"),
+    (["run", "--set", "optim.name=adamz"], "optim.name"),
+    (["run", "--set", "task.path=/nonexistent/corpus.txt"], "/nonexistent/corpus.txt"),
+]
+
+
+@pytest.mark.parametrize("args, needle", BAD_INPUTS)
+def test_bad_input_exit_2_and_nothing_written(db_path, args, needle):
+    p = proxylab(*args, db=db_path, check=False)
+    assert p.returncode == 2, p.stderr
+    assert needle in p.stderr
+    assert not db_path.exists()
+
+
+def test_corrupt_token_file_is_bad_input(tmp_path, db_path):
+    bad = tmp_path / "train.bin"
+    bad.write_bytes(b"\x00" * 7)          # an odd number of bytes cannot be uint16 tokens
+    p = proxylab("run", "--set", f"task.path={bad}", db=db_path, check=False)
+    assert p.returncode == 2 and str(bad) in p.stderr
+    assert not db_path.exists()
+
+
+def test_bad_sweeps_exit_2_store_unchanged(tmp_path, db_path):
+    good = write_sweep(tmp_path / "good.toml", name="good", lrs=(1e-3,), steps=5)
+    proxylab("sweep", good, "--quiet", db=db_path)
+    before = _db_rows(db_path, "select run_id, status from runs order by run_id")
+    for name, body, needle in [
+        ("axis.toml", 'name = "b"\n[grid]\n"optim.lrr" = [1e-3]\n', "optim.lrr"),
+        ("empty.toml", 'name = "b"\n[grid]\n"optim.lr" = []\n', "empty"),
+        ("syntax.toml", 'name = "b"\n[grid\n', "not valid TOML"),
+    ]:
+        f = tmp_path / name
+        f.write_text(body)
+        p = proxylab("sweep", f, db=db_path, check=False)
+        assert p.returncode == 2, (name, p.stderr)
+        assert needle in p.stderr and name in p.stderr
+    p = proxylab("sweep", tmp_path / "missing.toml", db=db_path, check=False)
+    assert p.returncode == 2 and "missing.toml" in p.stderr
+    assert _db_rows(db_path, "select run_id, status from runs order by run_id") == before
+    assert _db_rows(db_path, "select name from sweeps") == [("good",)]

@@ -1,0 +1,70 @@
+"""Sweep file expansion: grid x zip x seeds, validation, overrides."""
+
+import pytest
+
+from proxylab.config import ConfigError
+from proxylab.sweep.spec import load_sweep, spec_from_dict
+from proxylab.train.schedules import lr_multiplier
+from proxylab.config import ScheduleConfig
+
+
+def test_grid_zip_seeds_expand_in_order():
+    spec = spec_from_dict({
+        "name": "s", "base": {"train": {"steps": 10}},
+        "grid": {"optim.lr": [1e-3, 1e-2], "model.width": [32, 64]},
+        "zip": {"model.depth": [1, 2], "model.heads": [1, 2]},
+        "seeds": [0, 1],
+    })
+    runs = spec.expand()
+    assert len(runs) == 2 * 2 * 2 * 2
+    assert {(r.model.depth, r.model.heads) for r in runs} == {(1, 1), (2, 2)}
+    assert runs[0].optim.lr == 1e-3 and runs[0].model.width == 32 and runs[0].train.seed == 0
+    assert all(r.train.steps == 10 for r in runs)
+    assert len({r.id for r in runs}) == len(runs)
+    assert spec.axes == ["optim.lr", "model.width", "model.depth", "model.heads", "train.seed"]
+
+
+def test_duplicate_points_collapse():
+    spec = spec_from_dict({"name": "d", "grid": {"optim.lr": [1e-3, 0.001]}})
+    assert len(spec.expand()) == 1
+
+
+@pytest.mark.parametrize("d, match", [
+    ({"name": "x", "grid": {"optim.lrr": [1]}}, "unknown config key 'optim.lrr'"),
+    ({"name": "x", "grid": {"optim.lr": []}}, "is empty"),
+    ({"name": "x", "grid": {"optim.lr": 1e-3}}, "must be a list"),
+    ({"name": "x", "zip": {"optim.lr": [1, 2], "model.width": [32]}}, "equal lengths"),
+    ({"name": "x", "seeds": []}, "seeds"),
+    ({"name": "bad name!"}, "'name'"),
+    ({"grid": {}}, "'name'"),
+    ({"name": "x", "grids": {}}, "unknown top-level"),
+    ({"name": "x", "grid": {"optim.lr": [-1.0]}}, "optim.lr"),
+])
+def test_bad_sweeps(d, match):
+    with pytest.raises(ConfigError, match=match):
+        spec_from_dict(d, source="f.toml").expand()
+
+
+def test_overrides_apply_to_base_but_not_axes(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "s"\n[base]\n"train.steps" = 5\n[grid]\n"optim.lr" = [1e-3, 1e-2]\n')
+    spec = load_sweep(p).with_overrides(["train.steps=7"])
+    assert all(r.train.steps == 7 for r in spec.expand())
+    with pytest.raises(ConfigError, match="sweep axis"):
+        load_sweep(p).with_overrides(["optim.lr=1"])
+
+
+def test_schedules_closed_forms():
+    cos = ScheduleConfig(name="cosine", warmup=10, min_lr_frac=0.1)
+    assert lr_multiplier(cos, 0, 110) == pytest.approx(1 / 11)
+    assert lr_multiplier(cos, 9, 110) == pytest.approx(10 / 11)
+    assert lr_multiplier(cos, 10, 110) == pytest.approx(1.0)
+    assert lr_multiplier(cos, 109, 110) == pytest.approx(0.1)
+    assert lr_multiplier(cos, 10 + 99 // 2, 110) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + __import__("math").cos(__import__("math").pi * 49 / 99)))
+    lin = ScheduleConfig(name="linear", warmup=0.0, min_lr_frac=0.0)
+    assert lr_multiplier(lin, 0, 11) == 1.0 and lr_multiplier(lin, 10, 11) == 0.0
+    assert lr_multiplier(lin, 5, 11) == pytest.approx(0.5)
+    wsd = ScheduleConfig(name="wsd", warmup=0.0, decay_frac=0.2, min_lr_frac=0.0)
+    assert [lr_multiplier(wsd, s, 10) for s in range(10)] == pytest.approx([1] * 8 + [0.5, 0.0])
+    const = ScheduleConfig(name="constant", warmup=0.1)
+    assert lr_multiplier(const, 0, 100) == pytest.approx(1 / 11) and lr_multiplier(const, 50, 100) == 1.0
