@@ -12,7 +12,7 @@ Every executor turns a list of configs into a stream of events, delivered to the
 
 Workers never touch the store, so parallel workers cannot corrupt or duplicate anything:
 the driver is the single writer (see ``proxylab.sweep.driver``). A Ray backend implements
-the same ``run(configs, handle)`` method (``proxylab.sweep.ray_executor``).
+the same ``run(configs, handle)`` method (planned).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Callable, Protocol
 
-from proxylab.config import RunConfig
+from proxylab.config import ConfigError, RunConfig
 
 Event = tuple[str, str, object]
 Handle = Callable[[Event], None]
@@ -161,9 +161,9 @@ class LocalExecutor:
 
 def make_executor(workers: int, threads: int = 0, backend: str = "local") -> Executor:
     if backend == "ray":
-        from proxylab.sweep.ray_executor import RayExecutor  # noqa: PLC0415
-
-        return RayExecutor(threads=max(1, threads))
+        # The Ray backend implements this same Executor protocol; it is not built yet.
+        raise ConfigError("--backend ray: not available in this version; use --backend local "
+                          "(one process per run, --workers N)")
     if workers <= 1:
         return InlineExecutor(threads=threads)
     return LocalExecutor(workers, threads=max(1, threads))
