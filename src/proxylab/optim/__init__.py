@@ -1,0 +1,245 @@
+"""Optimizers: ``torch.optim.Optimizer`` subclasses on one shell (``base.py``), a registry of
+names for ``optim.name``, and ``build_optimizer(model, cfg)``.
+
+Every optimizer here is usable in any PyTorch code (``proxylab.optim.Lion(model.parameters())``)
+and shares one weight-decay semantics (``wd_mode``: decoupled / independent / l2 / none) and
+one instrumentation (``probe_next_step()`` then ``last_stats``). See ``base.py`` and
+research/optimizers.md.
+
+Registry entries are lazy ``"module:Class"`` strings, so importing this package (which
+``config.from_flat`` does to validate) costs only torch. ``optim.name = "lawn-<base>"`` wraps
+any registered base in ``LAWN`` (constraining the LM head after ``optim.extra.free_steps``).
+
+OptimConfig → constructor: ``lr``, ``weight_decay``, ``wd_mode`` always; ``beta1``/``beta2``
+become ``betas=(beta1, beta2)`` when the constructor takes ``betas``, else ``beta1`` becomes
+``momentum`` (SGD, LARS, Signum, Muon) or ``beta1``; ``eps`` when it takes ``eps``; fields an
+optimizer has no use for are ignored (Lion ignores eps). ``optim.extra.KEY`` must be a
+keyword of the constructor (anything else is a ConfigError naming the allowed keys).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from proxylab.config import ConfigError, OptimConfig
+from proxylab.optim.adafactor import Adafactor, FactoredAdam
+from proxylab.optim.adam import Adalayer, AdalayerSGD, Adam, AdamAtan2, AdamW
+from proxylab.optim.base import ROLES, WD_MODES, ProxyOptimizer
+from proxylab.optim.layerwise import LAMB, NovoGrad
+from proxylab.optim.sgd import LARS, SGD
+from proxylab.optim.sign import Lion, Signum
+
+__all__ = ["Adafactor", "Adalayer", "AdalayerSGD", "Adam", "AdamAtan2", "AdamW", "FactoredAdam",
+           "LAMB", "LARS", "Lion", "NovoGrad", "ProxyOptimizer", "SGD", "Signum",
+           "available", "build_optimizer", "default_lr", "get_class", "validate_optim_config"]
+
+
+@dataclass(frozen=True)
+class Entry:
+    target: str                 # "module:Class"
+    default_lr: float           # documented default peak LR for the width-128 GPT proxy
+    fixed: dict = field(default_factory=dict)   # constructor kwargs the recipe pins
+    doc: str = ""
+
+
+# Default LRs: tuned on the GPT proxy (width 128, depth 2, batch 16x128 bytes, 200 steps,
+# cosine, 5% warmup, clip 1.0); tests/test_optim_train.py checks each trains.
+REGISTRY: dict[str, Entry] = {
+    "adamw": Entry("proxylab.optim.adam:AdamW", 3e-3, doc="Adam + decoupled decay (torch AdamW)"),
+    "adam": Entry("proxylab.optim.adam:Adam", 3e-3, doc="Adam; set wd_mode='l2' for torch Adam's L2"),
+    "sgd": Entry("proxylab.optim.sgd:SGD", 0.3, doc="heavy-ball momentum = beta1; extra.nesterov"),
+    "lion": Entry("proxylab.optim.sign:Lion", 3e-4, doc="sign of interpolated momentum"),
+    "signum": Entry("proxylab.optim.sign:Signum", 3e-4, doc="sign of momentum (beta1)"),
+    "adalayer": Entry("proxylab.optim.adam:Adalayer", 3e-3, doc="one v per tensor, head per row"),
+    "adalayer-sgd": Entry("proxylab.optim.adam:AdalayerSGD", 3e-3,
+                          doc="Adalayer on head + norms, SGD momentum elsewhere"),
+    "factored-adam": Entry("proxylab.optim.adafactor:FactoredAdam", 3e-3,
+                           doc="Adam with Adafactor-factored v"),
+    "adafactor": Entry("proxylab.optim.adafactor:Adafactor", 1e-2,
+                       doc="paper Adafactor; lr caps the relative step"),
+    "adam-atan2": Entry("proxylab.optim.adam:AdamAtan2", 3e-3, doc="eps-free atan2 Adam"),
+    "novograd": Entry("proxylab.optim.layerwise:NovoGrad", 1e-2, doc="layer-wise normalised momentum"),
+    "lamb": Entry("proxylab.optim.layerwise:LAMB", 1e-2, doc="Adam direction x layer trust ratio"),
+    "lars": Entry("proxylab.optim.sgd:LARS", 3.0, doc="momentum SGD x layer trust ratio"),
+    # second-order family (written alongside, in their own modules)
+    "shampoo": Entry("proxylab.optim.shampoo:Shampoo", 3e-3, doc="Shampoo with grafting"),
+    "soap": Entry("proxylab.optim.soap:SOAP", 3e-3, doc="Adam in Shampoo's eigenbasis"),
+    "muon": Entry("proxylab.optim.muon:Muon", 0.02, doc="orthogonalised momentum (+ AdamW aux)"),
+}
+LAWN_TARGET = "proxylab.optim.lawn:LAWN"
+LAWN_PREFIX = "lawn-"
+# LAWN's own keywords; every other optim.extra key goes to the base optimizer
+_LAWN_OWN = ("base_optimizer", "params_to_constrain")
+
+
+def _module_exists(target: str) -> bool:
+    try:
+        return importlib.util.find_spec(target.split(":")[0]) is not None
+    except ImportError:
+        return False
+
+
+def _load(target: str, key: str = "optim.name") -> type:
+    mod, cls = target.split(":")
+    try:
+        return getattr(importlib.import_module(mod), cls)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"{key}: {target} is registered but cannot be loaded ({e})") from None
+
+
+def available() -> list[str]:
+    """Registered names whose module is present (and ``lawn-<base>`` when LAWN is)."""
+    names = [n for n, e in REGISTRY.items() if _module_exists(e.target)]
+    if _module_exists(LAWN_TARGET):
+        names += [LAWN_PREFIX + n for n in list(names)]
+    return names
+
+
+def _split_name(name: str) -> tuple[str, bool]:
+    """'lawn-adamw' -> ('adamw', True); 'adamw' -> ('adamw', False)."""
+    if name.startswith(LAWN_PREFIX) and name[len(LAWN_PREFIX):] in REGISTRY:
+        return name[len(LAWN_PREFIX):], True
+    return name, False
+
+
+def _entry(name: str) -> Entry:
+    base, _ = _split_name(name)
+    if base not in REGISTRY:
+        choices = ", ".join(repr(n) for n in REGISTRY)
+        raise ConfigError(f"optim.name: {name!r} is not allowed; choose one of {choices} "
+                          f"(or 'lawn-<one of these>')")
+    return REGISTRY[base]
+
+
+def get_class(name: str) -> type:
+    return _load(_entry(name).target)
+
+
+def default_lr(name: str) -> float:
+    """The documented default peak LR of ``name`` for the width-128 GPT proxy."""
+    return _entry(name).default_lr
+
+
+def _signature(cls: type) -> dict[str, inspect.Parameter]:
+    return dict(inspect.signature(cls.__init__).parameters)
+
+
+def _common_kwargs(cfg: OptimConfig, sig: dict) -> dict[str, Any]:
+    """lr / weight_decay / wd_mode / betas-or-momentum / eps, as far as ``sig`` takes them."""
+    kw: dict[str, Any] = {"lr": cfg.lr}
+    for k in ("weight_decay", "wd_mode"):
+        if k in sig:
+            kw[k] = getattr(cfg, k)
+    if "betas" in sig:
+        kw["betas"] = (cfg.beta1, cfg.beta2)
+    elif "momentum" in sig:
+        kw["momentum"] = cfg.beta1
+    elif "beta1" in sig and sig["beta1"].default is not None:
+        kw["beta1"] = cfg.beta1
+    if "eps" in sig and not isinstance(sig["eps"].default, tuple):
+        kw["eps"] = cfg.eps
+    return kw
+
+
+def _constructor_kwargs(cfg: OptimConfig) -> tuple[type, dict, type | None, dict]:
+    """(class, kwargs, LAWN class or None, LAWN kwargs); raises ConfigError on bad extras."""
+    entry = _entry(cfg.name)
+    _, lawn = _split_name(cfg.name)
+    cls = _load(entry.target)
+    sig = _signature(cls)
+    kw = {**_common_kwargs(cfg, sig), **entry.fixed}
+    lawn_cls, lawn_kw = (_load(LAWN_TARGET), {}) if lawn else (None, {})
+    lawn_sig = _signature(lawn_cls) if lawn else {}
+    taken = set(kw) | {"self", "params"}
+    allowed = sorted(k for k, p in sig.items() if k not in taken and p.kind in
+                     (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    lawn_allowed = sorted(k for k in lawn_sig if k not in ("self", *_LAWN_OWN))
+    for key, value in cfg.extra.items():
+        if key in allowed:
+            kw[key] = value
+        elif key in lawn_allowed:
+            lawn_kw[key] = value
+        else:
+            hint = " (set it with optim.beta1/beta2/eps/lr)" if key in taken else ""
+            raise ConfigError(f"optim.extra.{key}: not a hyperparameter of {cfg.name!r}{hint}; "
+                              f"allowed: {', '.join(allowed + lawn_allowed) or 'none'}")
+    return cls, kw, lawn_cls, lawn_kw
+
+
+def validate_optim_config(cfg: OptimConfig) -> None:
+    """Check name, common fields and extras by building the optimizer on a dummy tensor."""
+    if cfg.wd_mode not in WD_MODES:
+        raise ConfigError(f"optim.wd_mode: {cfg.wd_mode!r} is not allowed; choose one of "
+                          f"{', '.join(map(repr, WD_MODES))}")
+    for key, lo, hi in (("lr", 0.0, None), ("weight_decay", 0.0, None), ("eps", 0.0, None),
+                        ("beta1", 0.0, 1.0), ("beta2", 0.0, 1.0)):
+        v = getattr(cfg, key)
+        if not (v >= lo and (hi is None or v < hi)):
+            span = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+            raise ConfigError(f"optim.{key}: {v!r} is out of range; allowed {span}")
+    cls, kw, lawn_cls, lawn_kw = _constructor_kwargs(cfg)
+    dummy = torch.zeros(2, 2, requires_grad=True)
+    try:
+        opt = cls([{"params": [dummy], "role": "hidden"}], **kw)
+        if lawn_cls is not None:
+            lawn_cls(opt, [dummy], **lawn_kw)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"optim: {cfg.name!r} rejects these settings: {e}") from None
+
+
+def _roles(model: torch.nn.Module, names: list[str], params: list) -> dict[str, str]:
+    if hasattr(model, "param_roles"):
+        roles = model.param_roles()
+    else:  # any nn.Module: 1-D tensors are gains/biases, the rest hidden
+        roles = {n: ("bias" if n.endswith("bias") else "norm") if p.ndim < 2 else "hidden"
+                 for n, p in zip(names, params)}
+    for n in names:
+        if roles.get(n) not in ROLES:
+            raise ValueError(f"model.param_roles(): {n!r} has role {roles.get(n)!r}; "
+                             f"expected one of {ROLES}")
+    return roles
+
+
+def _decays(role: str, cfg: OptimConfig) -> bool:
+    return {"embedding": cfg.decay_embeddings, "head": cfg.decay_head, "hidden": True,
+            "norm": False, "bias": False}[role]
+
+
+def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """One group per (role, LR scale): names, role, lr = cfg.lr·scale, peak_lr, decay mask."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    names, params = [n for n, _ in named], [p for _, p in named]
+    roles = _roles(model, names, params)
+    scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    groups: dict[tuple[str, float], dict[str, Any]] = {}
+    for n, p in named:
+        role, scale = roles[n], float(scales.get(n, 1.0))
+        g = groups.get((role, scale))
+        if g is None:
+            lr = cfg.lr * scale
+            g = groups[(role, scale)] = {
+                "params": [], "names": [], "role": role, "lr": lr, "peak_lr": lr,
+                "weight_decay": cfg.weight_decay if _decays(role, cfg) else 0.0,
+                "wd_mode": cfg.wd_mode}
+        g["params"].append(p)
+        g["names"].append(n)
+    return list(groups.values())
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.name`` over ``model``'s parameters, grouped by role and LR scale."""
+    cls, kw, lawn_cls, lawn_kw = _constructor_kwargs(cfg)
+    groups = param_groups(model, cfg)
+    opt = cls(groups, **kw)
+    if lawn_cls is None:
+        return opt
+    head = [p for g in groups if g["role"] == "head" for p in g["params"]]
+    return lawn_cls(opt, head, **lawn_kw)

@@ -180,9 +180,9 @@ class ProxyOptimizer(torch.optim.Optimizer):
         check_hparam("lr", g["lr"])
         check_hparam("weight_decay", g["weight_decay"])
         for k in ("beta1", "beta2"):
-            if k in g:
+            if g.get(k) is not None:
                 check_hparam(k, g[k], 0.0, 1.0, hi_open=True)
-        if "eps" in g:
+        if g.get("eps") is not None:
             check_hparam("eps", g["eps"])
         if "peak_lr" not in g:  # the lr the group starts with; schedules scale from it
             lr = g["lr"]

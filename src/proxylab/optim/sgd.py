@@ -1,0 +1,60 @@
+"""SGD (heavy-ball / Nesterov momentum, torch convention) and LARS (You et al. 2017)."""
+
+from __future__ import annotations
+
+import torch
+
+from proxylab.optim.adam import sgd_momentum_
+from proxylab.optim.base import ProxyOptimizer, check_hparam, tensor_norm
+
+
+class SGD(ProxyOptimizer):
+    """SGD with momentum. torch.optim.SGD(weight_decay=λ) is wd_mode="l2" here."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, weight_decay=0.0, wd_mode="decoupled",
+                 *, dampening=0.0, nesterov=False):
+        check_hparam("beta1", momentum, 0.0, 1.0, hi_open=True)
+        check_hparam("extra.dampening", dampening, 0.0, 1.0)
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      nesterov=bool(nesterov), weight_decay=weight_decay,
+                                      wd_mode=wd_mode))
+
+    def direction(self, p, g, state, hp):
+        return sgd_momentum_(state, g, hp["momentum"], hp["dampening"], hp["nesterov"])
+
+
+class LARS(SGD):
+    """LARS: momentum SGD on trust·g with trust = η‖θ‖/‖g‖ per ≥2-D tensor.
+
+    Under wd_mode="l2" the trust ratio is the paper's η‖θ‖/(‖∇L‖ + λ‖θ‖) applied to
+    ∇L + λθ (= pytorch_optimizer.LARS); under the other modes the decay is applied by the
+    shell and the trust ratio sees the plain gradient. 1-D tensors (gains, biases) get no
+    trust ratio, as in the common implementations. The LR multiplies the momentum buffer
+    (torch style), not the gradient before it (the paper's form); they agree for a
+    constant LR.
+    """
+
+    def __init__(self, params, lr=1.0, momentum=0.9, weight_decay=0.0, wd_mode="decoupled",
+                 *, trust_coefficient=1e-3, dampening=0.0, nesterov=False):
+        check_hparam("extra.trust_coefficient", trust_coefficient)
+        check_hparam("beta1", momentum, 0.0, 1.0, hi_open=True)
+        check_hparam("extra.dampening", dampening, 0.0, 1.0)
+        ProxyOptimizer.__init__(self, params, dict(
+            lr=lr, momentum=momentum, dampening=dampening, nesterov=bool(nesterov),
+            weight_decay=weight_decay, wd_mode=wd_mode, trust_coefficient=trust_coefficient))
+
+    def direction(self, p, g, state, hp):
+        stacked = hp["stacked"]
+        if p.ndim - stacked > 1:
+            w_norm = tensor_norm(p, stacked)
+            if hp["wd_mode"] == "l2":
+                den = tensor_norm(p.grad, stacked) + hp["weight_decay"] * w_norm
+            else:
+                den = tensor_norm(g, stacked)
+            one = torch.ones_like(w_norm)
+            trust = torch.where((w_norm > 0) & (den > 0),
+                                hp["trust_coefficient"] * w_norm / den.clamp_min(1e-300), one)
+            if self.probing:
+                self.stat("trust_ratio", trust.sum(), trust.numel())
+            g = g * trust
+        return super().direction(p, g, state, hp)
