@@ -173,7 +173,7 @@ def test_adalayer_blocks_match_oracle():
 def test_adam_atan2_matches_oracle():
     def hook(net, state={}):  # noqa: B006 (per-test oracle state)
         for p in net.parameters():
-            s = state.setdefault(p, {"m": 0 * p, "v": 0 * p, "t": 0})
+            s = state.setdefault(p, {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "t": 0})
             s["t"] += 1
             s["m"] = 0.9 * s["m"] + 0.1 * p.grad
             s["v"] = 0.99 * s["v"] + 0.01 * p.grad ** 2
@@ -262,7 +262,7 @@ def test_lamb_matches_paper_oracle():
 
     def hook(net, state={}):  # noqa: B006
         for p in net.parameters():
-            s = state.setdefault(p, {"m": 0 * p, "v": 0 * p, "t": 0})
+            s = state.setdefault(p, {"m": torch.zeros_like(p), "v": torch.zeros_like(p), "t": 0})
             s["t"] += 1
             s["m"] = b1 * s["m"] + (1 - b1) * p.grad
             s["v"] = b2 * s["v"] + (1 - b2) * p.grad ** 2
