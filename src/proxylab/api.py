@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
-from proxylab.config import ConfigError, RunConfig, from_flat, load_config
+from proxylab.config import RunConfig, from_flat, load_config
 from proxylab.sweep.spec import SweepSpec, load_sweep, spec_from_dict
 
 
@@ -61,9 +61,6 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, *, db=None, workers:
 
 def load(db=None):
     """The store, for reading: ``pl.load().runs()`` / ``.metrics()`` return DataFrames."""
-    from proxylab.store import Store, default_db_path  # noqa: PLC0415
+    from proxylab.store import load as load_store  # noqa: PLC0415
 
-    path = Path(db) if db else default_db_path()
-    if not path.exists():
-        raise ConfigError(f"{path}: no proxylab store here")
-    return Store(path)
+    return load_store(db)
