@@ -1,0 +1,219 @@
+"""Registry, build_optimizer (roles, masks, muP scales), bad input, instrumentation."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import proxylab.optim as po
+from proxylab.config import ConfigError, ModelConfig, OptimConfig, from_flat
+
+MINE = ["adamw", "adam", "sgd", "lion", "signum", "adalayer", "adalayer-sgd", "factored-adam",
+        "adafactor", "adam-atan2", "novograd", "lamb", "lars"]
+
+
+class Tiny(nn.Module):
+    """A model with every role and a muP-like LR scale on the hidden weights."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(7, 4)
+        self.fc = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 7, bias=False)
+
+    def forward(self, x):
+        return self.head(self.norm(torch.relu(self.fc(self.emb(x)))))
+
+    def param_roles(self):
+        return {"emb.weight": "embedding", "fc.weight": "hidden", "fc.bias": "bias",
+                "norm.weight": "norm", "norm.bias": "bias", "head.weight": "head"}
+
+    def lr_scales(self):
+        return {n: (0.5 if n == "fc.weight" else 1.0) for n in self.param_roles()}
+
+
+def loss_of(model):
+    x = torch.arange(7).repeat(3)
+    return nn.functional.cross_entropy(model(x), (x + 1) % 7)
+
+
+# ---- registry and build_optimizer -----------------------------------------------------------
+
+
+def test_available_lists_every_in_house_optimizer():
+    names = po.available()
+    assert set(MINE) <= set(names)
+    for n in MINE:
+        assert po.default_lr(n) > 0
+
+
+def test_groups_follow_roles_masks_and_lr_scales():
+    model = Tiny()
+    cfg = OptimConfig(name="adamw", lr=1e-2, weight_decay=0.1, decay_embeddings=False,
+                      decay_head=True)
+    opt = po.build_optimizer(model, cfg)
+    by_name = {n: g for g in opt.param_groups for n in g["names"]}
+    assert by_name["fc.weight"]["lr"] == pytest.approx(5e-3)
+    assert by_name["fc.weight"]["peak_lr"] == pytest.approx(5e-3)
+    assert by_name["fc.weight"]["weight_decay"] == 0.1
+    assert by_name["head.weight"]["weight_decay"] == 0.1
+    assert by_name["emb.weight"]["weight_decay"] == 0.0
+    for n in ("norm.weight", "norm.bias", "fc.bias"):
+        assert by_name[n]["weight_decay"] == 0.0
+    assert {g["role"] for g in opt.param_groups} == {"embedding", "hidden", "bias", "norm", "head"}
+    opt2 = po.build_optimizer(model, OptimConfig(name="adamw", weight_decay=0.1,
+                                                 decay_embeddings=True, decay_head=False))
+    by_name = {n: g for g in opt2.param_groups for n in g["names"]}
+    assert by_name["emb.weight"]["weight_decay"] == 0.1 and by_name["head.weight"]["weight_decay"] == 0
+
+
+@pytest.mark.parametrize("name", MINE)
+def test_every_optimizer_builds_from_config_and_steps(name):
+    torch.manual_seed(0)
+    model = Tiny()
+    cfg = from_flat({"optim.name": name, "optim.lr": po.default_lr(name), "optim.weight_decay": 0.01}).optim
+    opt = po.build_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.Optimizer)
+    before = loss_of(model).item()
+    for _ in range(30):
+        opt.zero_grad()
+        loss_of(model).backward()
+        opt.step()
+    after = loss_of(model).item()
+    assert math.isfinite(after) and after < before
+
+
+def test_gpt_proxy_groups():
+    from proxylab.models import build_model
+
+    model = build_model(ModelConfig(width=32, depth=1, heads=2), vocab_size=16, seq_len=8)
+    opt = po.build_optimizer(model, OptimConfig(name="lion", weight_decay=0.1))
+    names = [n for g in opt.param_groups for n in g["names"]]
+    assert sorted(names) == sorted(n for n, _ in model.named_parameters())
+    heads = [g for g in opt.param_groups if g["role"] == "head"]
+    assert heads and all(g["weight_decay"] == 0.1 for g in heads)
+
+
+# ---- bad input ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("flat,needle", [
+    ({"optim.name": "adamz"}, "optim.name"),
+    ({"optim.name": "lawn-nope"}, "optim.name"),
+    ({"optim.name": "lion", "optim.extra.eps1": 1e-30}, "optim.extra.eps1"),
+    ({"optim.name": "adamw", "optim.extra.betas": [0.9, 0.9]}, "optim.extra.betas"),
+    ({"optim.name": "adalayer", "optim.extra.blocks": "columns"}, "optim.extra.blocks"),
+    ({"optim.name": "adafactor", "optim.extra.d": 0.5}, "optim.extra.d"),
+    ({"optim.lr": -1e-3}, "optim.lr"),
+    ({"optim.beta1": 1.0}, "optim.beta1"),
+    ({"optim.beta2": -0.1}, "optim.beta2"),
+    ({"optim.wd_mode": "fixed"}, "optim.wd_mode"),
+])
+def test_bad_config_is_a_config_error_naming_the_key(flat, needle):
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
+        from_flat(flat)
+
+
+def test_validate_directly_and_allowed_values_in_message():
+    with pytest.raises(ConfigError, match="decoupled.*independent.*l2.*none"):
+        po.validate_optim_config(OptimConfig(wd_mode="constant"))
+    with pytest.raises(ConfigError, match="allowed:.*trust_coefficient"):
+        po.validate_optim_config(OptimConfig(name="lars", extra={"trust": 1.0}))
+    with pytest.raises(ConfigError, match="optim.beta1"):
+        po.validate_optim_config(OptimConfig(beta1=1.5))
+    with pytest.raises(ConfigError, match="'adamw'"):
+        po.validate_optim_config(OptimConfig(name="nope"))
+    po.validate_optim_config(OptimConfig(name="lars", extra={"trust_coefficient": 1e-2}))
+
+
+@pytest.mark.parametrize("kw,needle", [({"lr": -1.0}, "lr"), ({"betas": (1.0, 0.9)}, "beta1"),
+                                       ({"betas": (0.9, -0.5)}, "beta2"),
+                                       ({"wd_mode": "fixed"}, "wd_mode"),
+                                       ({"weight_decay": -1.0}, "weight_decay")])
+def test_constructor_rejects_bad_hyperparameters(kw, needle):
+    with pytest.raises(ConfigError, match=needle):
+        po.AdamW([torch.zeros(2, requires_grad=True)], **kw)
+
+
+# ---- instrumentation ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MINE)
+@pytest.mark.parametrize("wd_mode", ["decoupled", "l2"])
+def test_grad_is_never_mutated_and_probe_keys(name, wd_mode):
+    torch.manual_seed(0)
+    model = Tiny()
+    cfg = OptimConfig(name=name, lr=po.default_lr(name), weight_decay=0.1, wd_mode=wd_mode)
+    opt = po.build_optimizer(model, cfg)
+    for step in range(3):
+        opt.zero_grad()
+        loss_of(model).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        if step == 2:
+            opt.probe_next_step()
+        opt.step()
+        for p, g in zip(model.parameters(), grads):
+            assert torch.equal(p.grad, g)
+        if step < 2:
+            assert opt.last_stats == {}
+    for key in ("update_rms", "applied_rms", "decay_rms", "rel_change", "cos_update_grad"):
+        assert math.isfinite(opt.last_stats[f"opt/{key}"]), key
+    assert set(opt.last_tensor_stats) == {n for n, _ in model.named_parameters()}
+    assert not opt.probing
+
+
+def test_probe_values_for_sgd_and_decay():
+    p = torch.tensor([3.0, -4.0], requires_grad=True)
+    opt = po.SGD([p], lr=0.1, weight_decay=0.5)
+    p.grad = torch.tensor([1.0, 1.0])
+    opt.probe_next_step()
+    opt.step()
+    s = opt.last_stats
+    assert s["opt/update_rms"] == pytest.approx(1.0)
+    assert s["opt/applied_rms"] == pytest.approx(0.1)
+    assert s["opt/decay_rms"] == pytest.approx(0.1 * 0.5 * math.sqrt(12.5))
+    assert s["opt/cos_update_grad"] == pytest.approx(1.0)
+    delta = torch.tensor([3.0, -4.0]) * 0.05 + 0.1
+    assert s["opt/rel_change"] == pytest.approx(float(delta.norm() / 5.0))
+    assert p.detach().tolist() == pytest.approx([3 * 0.95 - 0.1, -4 * 0.95 - 0.1])
+
+
+def test_adam_eps_fraction_and_lion_bound_stats():
+    p = torch.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    opt = po.AdamW([p], lr=0.1, eps=1.0, weight_decay=0.0)
+    p.grad = torch.tensor([1e-3, 1e-3, 10.0, 10.0])
+    opt.probe_next_step()
+    opt.step()
+    assert opt.last_stats["opt/frac_v_below_eps"] == pytest.approx(0.5)
+    # Lion radius 1/λ = 2: two of four coordinates sit at |θ| = 2
+    q = torch.tensor([2.0, -2.0, 0.5, 1.0], requires_grad=True)
+    lion = po.Lion([q], lr=1e-9, weight_decay=0.5)
+    q.grad = torch.ones(4)
+    lion.probe_next_step()
+    lion.step()
+    assert lion.last_stats["opt/frac_at_linf_bound"] == pytest.approx(0.5)
+    assert lion.last_stats["opt/max_abs_over_radius"] == pytest.approx(1.0)
+    assert lion.last_stats["opt/update_rms"] == pytest.approx(1.0)
+    # independent decay: radius peak_lr/λ
+    lion2 = po.Lion([q], lr=1e-9, weight_decay=0.5e-9, wd_mode="independent")
+    lion2.probe_next_step()
+    lion2.step()
+    assert lion2.last_stats["opt/max_abs_over_radius"] == pytest.approx(1.0, rel=1e-6)
+
+
+def test_usable_as_plain_torch_optimizer_with_scheduler_and_state_dict():
+    model = Tiny()
+    opt = po.Lion(model.parameters(), lr=1e-3, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_of(model).backward()
+        opt.step()
+        sched.step()
+    sd = opt.state_dict()
+    opt2 = po.Lion(Tiny().parameters(), lr=1e-3)
+    opt2.load_state_dict(sd)
+    assert opt2.param_groups[0]["peak_lr"] == 1e-3
+    assert opt2.param_groups[0]["lr"] < 1e-3
