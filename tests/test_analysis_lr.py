@@ -122,23 +122,31 @@ def test_lr_curves_unknown_lr_key(final):
         lr_curves(final, lr_key="optim.nope")
 
 
-def test_optimal_lr_parabola_in_log_lr(final):
-    o = optimal_lr(lr_curves(final)).set_index("model.width")
+def curve(losses, n_capped=0):
+    lrs = [1e-3, 1e-2, 1e-1, 1.0][:len(losses)]
+    return pd.DataFrame({"optim.lr": lrs, "loss_mean": losses, "loss_std": NAN, "n": 1,
+                         "n_diverged": 0, "n_capped": n_capped, "init_loss": 10.0})
+
+
+def test_optimal_lr_parabola_in_log_lr():
+    o = optimal_lr(curve([3.1, 2.1, 3.9])).iloc[0]
     # x = log10 lr = -3, -2, -1; y = 3.1, 2.1, 3.9 -> a = 1.4, b = 0.4 (centred at -2)
     # vertex at -2 - 0.4 / 2.8 = -2 - 1/7; value 2.1 - 0.4**2 / (4 * 1.4)
-    assert o.loc[64, "lr_argmin"] == 1e-2
-    assert o.loc[64, "method"] == "parabola"
-    assert o.loc[64, "lr_opt"] == pytest.approx(10 ** (-2 - 1 / 7))
-    assert o.loc[64, "loss_opt"] == pytest.approx(2.1 - 0.16 / 5.6)
-    assert not o.loc[64, "at_edge"]
+    assert o["lr_argmin"] == 1e-2 and o["method"] == "parabola"
+    assert o["lr_opt"] == pytest.approx(10 ** (-2 - 1 / 7))
+    assert o["loss_opt"] == pytest.approx(2.1 - 0.16 / 5.6)
+    assert not o["at_edge"] and o["n_lr"] == 3
+
+
+def test_optimal_lr_does_not_fit_through_capped_points(final):
+    # width 64: the same losses, but the 1e-1 point holds a diverged seed counted at ℓ0
+    o = optimal_lr(lr_curves(final)).set_index("model.width")
+    assert o.loc[64, "method"] == "argmin" and o.loc[64, "lr_opt"] == 1e-2
+    assert o.loc[64, "loss_opt"] == pytest.approx(2.1)
     assert o.loc[128, "method"] == "argmin" and o.loc[128, "n_lr"] == 2
 
 
 def test_optimal_lr_edges_and_concave():
-    def curve(losses):
-        lrs = [1e-3, 1e-2, 1e-1, 1.0][:len(losses)]
-        return pd.DataFrame({"optim.lr": lrs, "loss_mean": losses, "loss_std": NAN,
-                             "n": 1, "n_diverged": 0, "n_capped": 0, "init_loss": 10.0})
     # convex with the vertex left of the grid -> clamped to the smallest LR
     o = optimal_lr(curve([1.0, 3.0, 6.0, 9.0])).iloc[0]
     assert o["at_edge"] and o["method"] == "parabola" and o["lr_opt"] == pytest.approx(1e-3)

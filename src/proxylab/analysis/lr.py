@@ -30,7 +30,7 @@ from proxylab.config import ConfigError
 CURVE_STATS = ["loss_mean", "loss_std", "n", "n_diverged", "n_capped", "init_loss"]
 
 
-def _groups(df: pd.DataFrame, keys: list[str]):
+def iter_groups(df: pd.DataFrame, keys: list[str]):
     """(key dict, sub-frame) per group; one group holding everything when keys is empty."""
     if not keys:
         yield {}, df
@@ -81,14 +81,14 @@ def lr_curves(final_df: pd.DataFrame, lr_key: str = LR_KEY,
         df = df[df["status"].isin(statuses)]
     df = df.copy()
     # a run without its own ℓ0 borrows the mean ℓ0 of its group (same init, other seed/LR)
-    for _, sub in _groups(df, group_keys):
+    for _, sub in iter_groups(df, group_keys):
         fill = sub["init_loss"].mean()
         df.loc[sub.index, "init_loss"] = sub["init_loss"].fillna(fill)
     df["_capped"] = capped_loss(df)
     df["_div"] = df["diverged"].astype(bool) | ~np.isfinite(df["final_val_loss"].astype(float))
     df["_cap"] = df["_capped"].ne(df["final_val_loss"].astype(float))
     rows = []
-    for key, sub in _groups(df, [*group_keys, lr_key]):
+    for key, sub in iter_groups(df, [*group_keys, lr_key]):
         vals = sub["_capped"].dropna()
         rows.append({**key,
                      "loss_mean": float(vals.mean()) if len(vals) else math.nan,
@@ -98,6 +98,29 @@ def lr_curves(final_df: pd.DataFrame, lr_key: str = LR_KEY,
                      "n_capped": int(sub["_cap"].sum()),
                      "init_loss": float(sub["init_loss"].mean())})
     return pd.DataFrame(rows, columns=[*group_keys, lr_key, *CURVE_STATS])
+
+
+def metric_vs_lr(final_df: pd.DataFrame, column: str, lr_key: str = LR_KEY,
+                 group_keys: list[str] | None = None,
+                 statuses: tuple[str, ...] = FINISHED) -> pd.DataFrame:
+    """Any per-run number of ``final_df`` (e.g. ``max_attn_logit``) against LR, seeds
+    averaged without capping: group keys, ``lr_key``, ``mean``, ``std`` (ddof 1), ``n``
+    (runs with a finite value), ``n_runs``. Diverged runs count; their number is the point.
+    """
+    if lr_key not in final_df.columns:
+        raise ConfigError(f"{lr_key}: no such config column in the runs; "
+                          f"config columns: {config_columns(final_df)}")
+    if group_keys is None:
+        group_keys = [a for a in varied_axes(final_df) if a != lr_key]
+    df = final_df[final_df["status"].isin(statuses)] if "status" in final_df.columns else final_df
+    rows = []
+    for key, sub in iter_groups(df, [*group_keys, lr_key]):
+        vals = sub[column].astype(float)
+        vals = vals[np.isfinite(vals)]
+        rows.append({**key, "mean": float(vals.mean()) if len(vals) else math.nan,
+                     "std": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+                     "n": int(len(vals)), "n_runs": int(len(sub))})
+    return pd.DataFrame(rows, columns=[*group_keys, lr_key, "mean", "std", "n", "n_runs"])
 
 
 def _convex_parabola(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
@@ -111,13 +134,15 @@ def optimal_lr(curves: pd.DataFrame, lr_key: str = LR_KEY) -> pd.DataFrame:
 
     The parabola goes through the argmin and its two neighbours (the three lowest or
     highest grid points when the argmin is at an edge); its vertex, clamped to the group's
-    LR range, is ``lr_opt``. With fewer than three points or a non-convex fit ``lr_opt``
-    is the argmin (``method`` says which). ``at_edge`` flags an argmin at the end of the
-    grid: the true optimum may lie outside it.
+    LR range, is ``lr_opt`` and its value there ``loss_opt``. ``lr_opt`` is the argmin
+    (``method`` says which) with fewer than three points, a non-convex fit, or a window
+    holding a point where some run was capped at ℓ0 (``n_capped`` > 0): a capped loss is a
+    floor, not a measurement, and would drag the vertex. ``at_edge`` flags an argmin at the
+    end of the grid: the true optimum may lie outside it.
     """
     keys = _group_keys(curves, lr_key)
     rows = []
-    for key, sub in _groups(curves, keys):
+    for key, sub in iter_groups(curves, keys):
         sub = sub[np.isfinite(sub["loss_mean"].astype(float))].sort_values(lr_key)
         lr = sub[lr_key].to_numpy(dtype=float)
         loss = sub["loss_mean"].to_numpy(dtype=float)
@@ -132,7 +157,8 @@ def optimal_lr(curves: pd.DataFrame, lr_key: str = LR_KEY) -> pd.DataFrame:
         if len(lr) >= 3:
             j = min(max(i - 1, 0), len(lr) - 3)
             x = np.log10(lr)
-            coef = _convex_parabola(x[j:j + 3], loss[j:j + 3])
+            capped = sub["n_capped"].to_numpy() if "n_capped" in sub.columns else np.zeros(len(lr))
+            coef = None if capped[j:j + 3].any() else _convex_parabola(x[j:j + 3], loss[j:j + 3])
             if coef is not None:
                 xv = min(max(-coef[1] / (2 * coef[0]), x[0]), x[-1])  # vertex, clamped
                 row.update(lr_opt=float(10 ** xv), loss_opt=float(np.polyval(coef, xv)),
@@ -159,7 +185,7 @@ def lr_sensitivity(curves: pd.DataFrame, lr_key: str = LR_KEY,
         raise ConfigError(f"denominator: {denominator!r} is not allowed; choose 'n' or 'n-1'")
     keys = _group_keys(curves, lr_key)
     rows = []
-    for key, sub in _groups(curves, keys):
+    for key, sub in iter_groups(curves, keys):
         if lr_range is not None:
             lo, hi = lr_range
             sub = sub[(sub[lr_key] >= lo * (1 - 1e-9)) & (sub[lr_key] <= hi * (1 + 1e-9))]

@@ -25,7 +25,7 @@ FINISHED = ("done", "diverged")
 _TOKENS_PER_S_COLUMNS = ("tokens_per_s", "summary.tokens_per_s", "tok_per_s", "throughput")
 
 FINAL_COLUMNS = [
-    "final_val_loss", "best_val_loss", "init_loss", "final_train_loss",
+    "final_val_loss", "best_val_loss", "init_loss", "final_train_loss", "final_val_acc",
     "steps_done", "tokens_per_s", "max_attn_logit", "diverged",
 ]
 
@@ -106,6 +106,7 @@ def _run_numbers(run: pd.Series, m: pd.DataFrame) -> dict:
         "best_val_loss": float(finite_val.min()) if len(finite_val) else math.nan,
         "init_loss": float(init),
         "final_train_loss": _last(train),
+        "final_val_acc": _last(_series(m, "val/acc")),
         "steps_done": int(m["step"].max()) if len(m) else 0,
         "tokens_per_s": _tokens_per_s(run, m),
         "max_attn_logit": float(finite_attn.max()) if len(finite_attn) else math.nan,
@@ -119,7 +120,8 @@ def final_metrics(runs_df: pd.DataFrame, metrics_df: pd.DataFrame) -> pd.DataFra
 
     - ``final_val_loss``: the last ``val/loss``; ``best_val_loss``: the smallest finite one
     - ``init_loss``: ``val/loss`` at step 0 (``train/loss`` at step 0 when no val at 0)
-    - ``final_train_loss``: the last ``train/loss``; ``steps_done``: the last logged step
+    - ``final_train_loss``: the last ``train/loss``; ``final_val_acc``: the last ``val/acc``
+      (NaN where the task has no accuracy); ``steps_done``: the last logged step
     - ``tokens_per_s``: a summary column when the run has one, else last ``tokens`` /
       last ``wall_s``
     - ``max_attn_logit``: the largest finite ``attn_logit_max_l0`` over training
