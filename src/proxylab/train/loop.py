@@ -211,7 +211,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         if probe and hasattr(opt, "probe_next_step"):
             opt.probe_next_step()
         opt.step()
-        ce_val = float(ce)
+        ce_val = float(ce.detach())
         train_time += time.perf_counter() - t0
         tokens += int((y != -100).sum()) if task.has_accuracy else x.numel()
         interval_losses.append(ce_val)
