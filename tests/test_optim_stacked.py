@@ -95,8 +95,8 @@ def test_stacked_step_equals_separate_steps(name, wd_mode):
         for key, val in st.items():
             if not isinstance(val, torch.Tensor):
                 continue
-            ref_state = torch.stack([opts[i].state[members[i][n]][key].reshape(-1)
-                                     for i in range(M)])
+            ref_state = torch.stack([torch.as_tensor(opts[i].state[members[i][n]][key],
+                                                     dtype=F64).reshape(-1) for i in range(M)])
             assert close(val.reshape(M, -1), ref_state), (n, key)
 
 

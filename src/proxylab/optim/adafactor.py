@@ -18,27 +18,27 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from proxylab.optim.adam import _betas_group, adam_direction, ema_
-from proxylab.optim.base import ProxyOptimizer, check_hparam, tensor_rms
+from proxylab.optim.adam import _betas_group, _eps_stat, adam_direction, ema_
+from proxylab.optim.base import ProxyOptimizer, check_hparam, host_scalar, tensor_rms
 
 
-def factored_second_moment_(state: dict, g: Tensor, weight, eps1: float, stacked: bool) -> Tensor:
-    """EMA (lerp by ``weight`` = 1-β₂) of g²+eps1, factored over the last two logical dims.
+def factored_second_moment_(state: dict, g: Tensor, weight, eps1: float, stacked: bool):
+    """EMA (lerp by ``weight`` = 1-β₂) of g²+eps1; not bias-corrected.
 
-    Returns the (not bias-corrected) estimate V̂, broadcastable to g.
+    ≥2 logical dims: returns (r, c) with the estimate V̂ = r·c (r = R/mean(R) per row,
+    c = C per column, both broadcastable to g); fewer: returns the full V.
     """
-    g2 = g * g + eps1
     if g.ndim - stacked >= 2:
         if "exp_avg_sq_row" not in state:
-            state["exp_avg_sq_row"] = torch.zeros_like(g2[..., :1])
-            state["exp_avg_sq_col"] = torch.zeros_like(g2[..., :1, :])
-        row, col = state["exp_avg_sq_row"], state["exp_avg_sq_col"]
-        row.lerp_(g2.mean(dim=-1, keepdim=True), weight)
-        col.lerp_(g2.mean(dim=-2, keepdim=True), weight)
-        return row * col / row.mean(dim=-2, keepdim=True)
+            state["exp_avg_sq_row"] = torch.zeros_like(g[..., :1])
+            state["exp_avg_sq_col"] = torch.zeros_like(g[..., :1, :])
+        row, col, g2 = state["exp_avg_sq_row"], state["exp_avg_sq_col"], g * g
+        row.lerp_(g2.mean(dim=-1, keepdim=True).add_(eps1), weight)
+        col.lerp_(g2.mean(dim=-2, keepdim=True).add_(eps1), weight)
+        return row / row.mean(dim=-2, keepdim=True), col
     if "exp_avg_sq" not in state:
         state["exp_avg_sq"] = torch.zeros_like(g)
-    return state["exp_avg_sq"].lerp_(g2, weight)
+    return state["exp_avg_sq"].lerp_(torch.mul(g, g).add_(eps1), weight)
 
 
 class FactoredAdam(ProxyOptimizer):
@@ -59,12 +59,11 @@ class FactoredAdam(ProxyOptimizer):
             state["exp_avg"] = torch.zeros_like(g)
         m = ema_(state["exp_avg"], g, hp["beta1"])
         v = factored_second_moment_(state, g, 1 - hp["beta2"], hp["eps1"], hp["stacked"])
-        u, root_v = adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
+        if isinstance(v, tuple):
+            v = v[0] * v[1]
         if self.probing:
-            from proxylab.optim.adam import _eps_stat  # noqa: PLC0415
-
-            _eps_stat(self, root_v.expand_as(g), hp["eps"], hp["stacked"])
-        return u
+            _eps_stat(self, v.expand_as(g), state["step"], hp["beta2"], hp["eps"], hp["stacked"])
+        return adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
 
 
 class Adafactor(ProxyOptimizer):
@@ -93,11 +92,21 @@ class Adafactor(ProxyOptimizer):
     def direction(self, p, g, state, hp):
         t, stacked = state["step"], hp["stacked"]
         v = factored_second_moment_(state, g, t ** hp["beta2_decay"], hp["eps1"], stacked)
-        u = g / v.sqrt()
-        clip = (tensor_rms(u, stacked) / hp["d"]).clamp_min(1.0)
+        if isinstance(v, tuple):  # g / sqrt(r·c) without forming r·c
+            u = torch.mul(g, v[0].rsqrt()).mul_(v[1].rsqrt())
+        else:
+            u = torch.div(g, v.sqrt())
+        rms = host_scalar(tensor_rms(u, stacked), stacked)
+        if isinstance(rms, float):
+            clip = max(1.0, rms / hp["d"])
+            if clip > 1.0:
+                u.div_(clip)
+        else:
+            clip = (rms / hp["d"]).clamp_min(1.0)
+            u.div_(clip)
         if self.probing:
-            self.stat("frac_clipped", (clip > 1).sum(), clip.numel())
-        u = u.div_(clip)
+            self.stat("frac_clipped", torch.as_tensor(clip > 1.0, dtype=torch.float64).sum(),
+                      torch.as_tensor(clip).numel())
         if hp["beta1"] is not None:
             if "exp_avg" not in state:
                 state["exp_avg"] = torch.zeros_like(g)
@@ -109,5 +118,6 @@ class Adafactor(ProxyOptimizer):
         if hp["relative_step"]:
             lr = torch.clamp(lr, max=t ** -0.5) if isinstance(lr, Tensor) else min(lr, t ** -0.5)
         if hp["scale_parameter"]:
-            lr = tensor_rms(p, hp["stacked"]).clamp_min(hp["eps2"]) * lr
+            rms = host_scalar(tensor_rms(p, hp["stacked"]), hp["stacked"])
+            lr = (max(rms, hp["eps2"]) if isinstance(rms, float) else rms.clamp_min(hp["eps2"])) * lr
         return lr

@@ -32,18 +32,29 @@ def adam_moments_(state: dict, g: Tensor, beta1, beta2) -> tuple[Tensor, Tensor]
     return m, v
 
 
-def adam_direction(m: Tensor, v: Tensor, t: int, beta1, beta2, eps) -> tuple[Tensor, Tensor]:
-    """u = m̂ / (sqrt(v̂) + ε), ε after bias correction (torch). Returns (u, sqrt(v̂))."""
-    root_v = v.sqrt().div_((1 - beta2 ** t) ** 0.5)
-    u = torch.div(m, root_v + eps)
-    return u.div_(1 - beta1 ** t), root_v
+def adam_direction(m: Tensor, v: Tensor, t: int, beta1, beta2, eps) -> Tensor:
+    """u = m̂ / (sqrt(v̂) + ε), ε after bias correction (torch's placement).
+
+    Computed as m / ((sqrt(v)/sqrt(bc₂) + ε)·bc₁): four passes, one temporary.
+    """
+    bc1, bc2_root = 1 - beta1 ** t, (1 - beta2 ** t) ** 0.5
+    denom = v.sqrt().mul_(bc1 / bc2_root).add_(eps * bc1)
+    return torch.div(m, denom, out=denom) if denom.shape == m.shape else m / denom
+
+
+def root_v_hat(v: Tensor, t: int, beta2) -> Tensor:
+    """sqrt(v̂), for probes."""
+    return v.sqrt().div_((1 - beta2 ** t) ** 0.5)
 
 
 def atan2_direction(m: Tensor, v: Tensor, t: int, beta1, beta2, a: float, b: float) -> Tensor:
-    """Adam-atan2 (Everett et al. 2024): u = a·atan2(m̂, b·sqrt(v̂)); no ε, bounded by a·π/2."""
-    m_hat = m / (1 - beta1 ** t)
-    root_v = v.sqrt().div_((1 - beta2 ** t) ** 0.5)
-    return torch.atan2(m_hat, root_v.mul_(b)).mul_(a)
+    """Adam-atan2 (Everett et al. 2024): u = a·atan2(m̂, b·sqrt(v̂)); no ε, bounded by a·π/2.
+
+    atan2(m/bc₁, b·sqrt(v)/sqrt(bc₂)) = atan2(m, b·sqrt(v)·bc₁/sqrt(bc₂)) as bc₁ > 0.
+    """
+    bc1, bc2_root = 1 - beta1 ** t, (1 - beta2 ** t) ** 0.5
+    den = v.sqrt().mul_(b * bc1 / bc2_root)
+    return torch.atan2(m, den, out=den).mul_(a)
 
 
 def block_mean_sq(g: Tensor, blocks: str, stacked: bool) -> Tensor:
@@ -82,8 +93,9 @@ def _betas_group(lr, betas, eps, weight_decay, wd_mode, **kw) -> dict:
                 wd_mode=wd_mode, **kw)
 
 
-def _eps_stat(opt: ProxyOptimizer, root_v: Tensor, eps, stacked: bool) -> None:
+def _eps_stat(opt: ProxyOptimizer, v: Tensor, t: int, beta2, eps, stacked: bool) -> None:
     """Fraction of coordinates whose sqrt(v̂) < ε (the update silently shrinks there)."""
+    root_v = root_v_hat(v, t, beta2)
     n = root_v[0].numel() if stacked else root_v.numel()
     opt.stat("frac_v_below_eps", tensor_sum((root_v < eps).to(root_v.dtype), stacked), n)
 
@@ -101,10 +113,9 @@ class AdamW(ProxyOptimizer):
 
     def direction(self, p, g, state, hp):
         m, v = adam_moments_(state, g, hp["beta1"], hp["beta2"])
-        u, root_v = adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
         if self.probing:
-            _eps_stat(self, root_v, hp["eps"], hp["stacked"])
-        return u
+            _eps_stat(self, v, state["step"], hp["beta2"], hp["eps"], hp["stacked"])
+        return adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
 
 
 class Adam(AdamW):
@@ -168,10 +179,9 @@ class Adalayer(ProxyOptimizer):
 
     def direction(self, p, g, state, hp):
         m, v = self.block_second_moment(state, g, hp)
-        u, root_v = adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
         if self.probing:
-            _eps_stat(self, root_v.expand_as(g), hp["eps"], hp["stacked"])
-        return u
+            _eps_stat(self, v.expand_as(g), state["step"], hp["beta2"], hp["eps"], hp["stacked"])
+        return adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
 
 
 class AdalayerSGD(Adalayer):

@@ -54,6 +54,8 @@ How a subclass plugs in
 * Write the direction with elementwise ops and with the helpers below for reductions
   (``tensor_sum``, ``tensor_norm``, ``tensor_rms``, ``tensor_dims``): they reduce over the
   dims of ONE logical tensor and keep dims, so the same code works on stacked parameters.
+  ``host_scalar(x, stacked)`` turns such a reduction into a python float when the tensor is
+  a single CPU tensor (cheaper scalar math), else leaves it a tensor.
 
 Stacked parameters (many small models trained as one)
 -----------------------------------------------------
@@ -123,6 +125,20 @@ def tensor_numel(x: Tensor, stacked: bool) -> int:
 
 def tensor_rms(x: Tensor, stacked: bool) -> Tensor:
     return (tensor_sum(x * x, stacked) / tensor_numel(x, stacked)).sqrt()
+
+
+def host_scalar(x: Tensor, stacked: bool) -> Any:
+    """A per-tensor reduction as a python float when that is free (one CPU tensor), else the
+    tensor: saves the few-µs dispatch of every small tensor op that follows on CPU."""
+    return float(x) if not stacked and x.device.type == "cpu" else x
+
+
+def ratio_or_one(num: Any, den: Any) -> Any:
+    """num/den, and 1 where num or den is 0 (trust ratios); floats or tensors."""
+    if not isinstance(num, Tensor) and not isinstance(den, Tensor):
+        return num / den if num > 0 and den > 0 else 1.0
+    num, den = torch.as_tensor(num), torch.as_tensor(den)
+    return torch.where((num > 0) & (den > 0), num / den.clamp_min(1e-300), torch.ones_like(num / den))
 
 
 def broadcast_hp(v: Any, ndim: int) -> Any:

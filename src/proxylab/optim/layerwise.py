@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from proxylab.optim.adam import _betas_group, adam_direction, adam_moments_
-from proxylab.optim.base import ProxyOptimizer, check_hparam, tensor_norm, tensor_sum
+from proxylab.optim.base import (ProxyOptimizer, check_hparam, host_scalar, ratio_or_one,
+                                 tensor_norm, tensor_sum)
 
 
 def novograd_direction_(state: dict, g: Tensor, beta1, beta2, eps, grad_averaging: bool,
@@ -29,10 +30,12 @@ def novograd_direction_(state: dict, g: Tensor, beta1, beta2, eps, grad_averagin
     return state["moments"]
 
 
-def trust_ratio(p: Tensor, r: Tensor, stacked: bool, clip: float) -> Tensor:
-    """φ(‖θ‖)/‖r‖ with φ(z) = min(z, clip); 1 where either norm is 0."""
-    w, n = tensor_norm(p, stacked).clamp_max(clip), tensor_norm(r, stacked)
-    return torch.where((w > 0) & (n > 0), w / n.clamp_min(1e-300), torch.ones_like(w))
+def trust_ratio(p: Tensor, r: Tensor, stacked: bool, clip: float):
+    """φ(‖θ‖)/‖r‖ with φ(z) = min(z, clip); 1 where either norm is 0. Float or tensor."""
+    w = host_scalar(tensor_norm(p, stacked), stacked)
+    n = host_scalar(tensor_norm(r, stacked), stacked)
+    w = min(w, clip) if isinstance(w, float) else w.clamp_max(clip)
+    return ratio_or_one(w, n)
 
 
 class NovoGrad(ProxyOptimizer):
@@ -54,7 +57,10 @@ class NovoGrad(ProxyOptimizer):
 
 
 class LAMB(ProxyOptimizer):
-    """LAMB: r = m̂/(sqrt(v̂)+ε) (Adam, bias-corrected); u = φ(‖θ‖)/‖r‖ · r per tensor.
+    """LAMB: r = m̂/(sqrt(v̂)+ε) (Adam, bias-corrected), step lr·φ(‖θ‖)/‖r‖ · r per tensor.
+
+    The trust ratio is a per-tensor scale of the step (like Muon's shape scale), so the
+    probes' ``update_rms`` is RMS(r) and ``applied_rms`` includes the trust ratio.
 
     Differences from the paper (Algorithm 2): decay is the shared applier outside the
     trust ratio (the paper normalises r + λθ together), so under decoupled decay the
@@ -69,8 +75,11 @@ class LAMB(ProxyOptimizer):
 
     def direction(self, p, g, state, hp):
         m, v = adam_moments_(state, g, hp["beta1"], hp["beta2"])
-        r, _ = adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
-        trust = trust_ratio(p, r, hp["stacked"], hp["trust_clip"])
+        r = adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
+        state["trust_ratio"] = trust = trust_ratio(p, r, hp["stacked"], hp["trust_clip"])
         if self.probing:
-            self.stat("trust_ratio", trust.sum(), trust.numel())
-        return r.mul_(trust)
+            self.stat("trust_ratio", trust, torch.ones_like(trust) if isinstance(trust, Tensor) else 1.0)
+        return r
+
+    def step_size(self, p, state, hp):
+        return hp["lr"] * state["trust_ratio"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from proxylab.optim.adam import sgd_momentum_
-from proxylab.optim.base import ProxyOptimizer, check_hparam, tensor_norm
+from proxylab.optim.base import ProxyOptimizer, check_hparam, host_scalar, ratio_or_one, tensor_norm
 
 
 class SGD(ProxyOptimizer):
@@ -48,15 +48,13 @@ class LARS(SGD):
     def direction(self, p, g, state, hp):
         stacked = hp["stacked"]
         if p.ndim - stacked > 1 or not hp["skip_1d"]:
-            w_norm = tensor_norm(p, stacked)
+            w_norm = host_scalar(tensor_norm(p, stacked), stacked)
             if hp["wd_mode"] == "l2":
-                den = tensor_norm(p.grad, stacked) + hp["weight_decay"] * w_norm
+                den = host_scalar(tensor_norm(p.grad, stacked), stacked) + hp["weight_decay"] * w_norm
             else:
-                den = tensor_norm(g, stacked)
-            one = torch.ones_like(w_norm)
-            trust = torch.where((w_norm > 0) & (den > 0),
-                                hp["trust_coefficient"] * w_norm / den.clamp_min(1e-300), one)
+                den = host_scalar(tensor_norm(g, stacked), stacked)
+            trust = ratio_or_one(hp["trust_coefficient"] * w_norm, den)
             if self.probing:
-                self.stat("trust_ratio", trust.sum(), trust.numel())
+                self.stat("trust_ratio", trust, torch.ones_like(trust) if torch.is_tensor(trust) else 1.0)
             g = g * trust
         return super().direction(p, g, state, hp)
