@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from proxylab.analysis import (capped_loss, final_metrics, lr_curves, lr_sensitivity,
-                               optimal_lr, varied_axes)
+                               metric_vs_lr, optimal_lr, varied_axes)
 from proxylab.config import ConfigError
 
 
@@ -183,3 +183,12 @@ def test_no_group_axes_gives_one_group():
                           "init_loss": [4.0, 4.0], "diverged": [False, False]})
     s = lr_sensitivity(lr_curves(final))
     assert len(s) == 1 and s["lr_sensitivity"].iloc[0] == pytest.approx(0.5)
+
+
+def test_metric_vs_lr_averages_seeds_without_capping():
+    final = pd.DataFrame({"run_id": list("pqrs"), "status": ["done", "diverged", "done", "pending"],
+                          "optim.lr": [1e-2, 1e-2, 1e-1, 1e-1], "train.seed": [0, 1, 0, 1],
+                          "max_attn_logit": [10.0, 1000.0, NAN, 5.0]})
+    m = metric_vs_lr(final, "max_attn_logit").set_index("optim.lr")
+    assert m.loc[1e-2, "mean"] == 505.0 and m.loc[1e-2, "std"] == pytest.approx(np.std([10, 1000], ddof=1))
+    assert (m.loc[1e-1, "n"], m.loc[1e-1, "n_runs"]) == (0, 1) and math.isnan(m.loc[1e-1, "mean"])

@@ -200,13 +200,14 @@ def loss_vs_lr(curves: pd.DataFrame, optimum: pd.DataFrame | None = None,
     ``curves`` from :func:`proxylab.analysis.lr_curves` (seeds averaged, diverged runs
     counted at ℓ0); error bars are the seed std where n > 1. A filled cross marks a point
     where every seed diverged, a hollow marker one where some did; a dotted line in the
-    configuration's colour is its ℓ0 (the cap). A star marks ``optimum.lr_opt`` (from :func:`~proxylab.analysis.optimal_lr`).
+    configuration's colour is its ℓ0 (the cap), drawn only when some point was capped. A star marks ``optimum.lr_opt`` (from :func:`~proxylab.analysis.optimal_lr`).
     """
     keys = [c for c in config_columns(curves) if c != lr_key]
     fig = Figure(figsize=(6.8, 4.4), dpi=DPI, layout="constrained")
     ax = fig.subplots()
     cmap = matplotlib.colormaps["tab10"]
     groups = list(iter_groups(curves, keys))
+    capped_any = bool((curves["n_capped"] > 0).any())  # no cap in play: keep ℓ0 off the scale
     for gi, (key, sub) in enumerate(groups):
         c = cmap(gi % 10)
         sub = sub.sort_values(lr_key)
@@ -220,7 +221,7 @@ def loss_vs_lr(curves: pd.DataFrame, optimum: pd.DataFrame | None = None,
         ax.plot(x[some_div], y[some_div], ls="", marker="o", ms=10, mfc="white", mec=c, mew=2,
                 zorder=4)
         l0 = sub["init_loss"].astype(float)
-        if np.isfinite(l0).any():  # this configuration's cap; init losses differ with width
+        if capped_any and np.isfinite(l0).any():  # the cap, per configuration (ℓ0 moves with width)
             ax.axhline(float(np.average(l0[np.isfinite(l0)], weights=sub["n"][np.isfinite(l0)])),
                        color=c if len(groups) > 1 else "grey", ls=":", lw=1.2, alpha=0.8)
         if optimum is not None and len(optimum):
@@ -236,7 +237,7 @@ def loss_vs_lr(curves: pd.DataFrame, optimum: pd.DataFrame | None = None,
     ax.set_ylabel(f"final validation {LOSS_UNIT}")
     ax.grid(alpha=0.3, which="both")
     all_div = curves["n_diverged"] >= curves["n"]
-    extra = [Line2D([], [], ls=":", color="grey", label="loss at init ℓ0 (cap)")]
+    extra = [Line2D([], [], ls=":", color="grey", label="loss at init ℓ0 (cap)")] if capped_any else []
     if all_div.any():
         extra.append(Line2D([], [], ls="", marker="X", ms=9, color="grey", mec="black",
                             label="all seeds diverged (at ℓ0)"))
