@@ -224,7 +224,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
                      (step, "lr_mult", s_t),
                      (step, "grad_norm", grad_norm),
                      (step, "param_norm", global_norm(params)),
-                     (step, "logz_train", float(logz)),
+                     (step, "logz_train", float(logz.detach())),
                      (step, "tokens", float(tokens)),
                      (step, "wall_s", time.perf_counter() - t_start)]
             if task.has_accuracy:
