@@ -29,7 +29,7 @@ def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
     """Run a built-in study; returns the path of its summary.json."""
     from proxylab.api import preflight  # noqa: PLC0415
     from proxylab.report import make_report  # noqa: PLC0415
-    from proxylab.report.html import write_json_atomic  # noqa: PLC0415
+    from proxylab.report import write_json_atomic  # noqa: PLC0415
     from proxylab.store import Store  # noqa: PLC0415
     from proxylab.sweep.driver import run_sweep  # noqa: PLC0415
     from proxylab.sweep.executors import make_executor  # noqa: PLC0415
