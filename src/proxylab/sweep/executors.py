@@ -20,6 +20,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue as queue_mod
+import signal
 import traceback
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -92,6 +93,8 @@ _PARENT = None
 def _init_worker(q, threads: int, parent_pid: int) -> None:
     global _QUEUE, _PARENT
     _QUEUE, _PARENT = q, parent_pid
+    # Ctrl-C goes to the whole process group; the driver alone decides what happens.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch  # noqa: PLC0415
 
@@ -116,31 +119,43 @@ class LocalExecutor:
         events = ctx.Queue()
         pending_ids = {c.id for c in configs}
         self._started: set[str] = set()
-        with ProcessPoolExecutor(max_workers=min(self.workers, len(configs)), mp_context=ctx,
-                                 initializer=_init_worker,
-                                 initargs=(events, self.threads, os.getpid())) as pool:
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(configs)), mp_context=ctx,
+                                   initializer=_init_worker,
+                                   initargs=(events, self.threads, os.getpid()))
+        try:
             futures = {pool.submit(_worker_run, c): c.id for c in configs}
-            while futures or pending_ids:
-                self._drain(events, handle, pending_ids, timeout=0.2)
-                done, _ = wait(list(futures), timeout=0, return_when=FIRST_COMPLETED)
-                for f in done:
-                    rid = futures.pop(f)
-                    exc = f.exception()
-                    if exc is not None and rid in pending_ids:
-                        # the worker process died (BrokenProcessPool) or could not run it
-                        self._drain(events, handle, pending_ids, timeout=0.5)
-                        if rid in pending_ids:
-                            pending_ids.discard(rid)
-                            # a run that never started stays pending for the next attempt
-                            kind = "failed" if rid in self._started else "abandoned"
-                            handle((kind, rid, f"worker error: {exc!r}"))
-                if not futures and pending_ids:
-                    # all futures returned; their final events may still be in flight
-                    self._drain(events, handle, pending_ids, timeout=2.0)
-                    for rid in list(pending_ids):
+            self._loop(futures, events, handle, pending_ids)
+        except BaseException:
+            # Ctrl-C or a store error: stop the workers now; their runs stay 'running' in the
+            # store and are redone on the next start (as after kill -9).
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+    def _loop(self, futures, events, handle: Handle, pending_ids: set[str]) -> None:
+        while futures or pending_ids:
+            self._drain(events, handle, pending_ids, timeout=0.2)
+            done, _ = wait(list(futures), timeout=0, return_when=FIRST_COMPLETED)
+            for f in done:
+                rid = futures.pop(f)
+                exc = f.exception()
+                if exc is not None and rid in pending_ids:
+                    # the worker process died (BrokenProcessPool) or could not run it
+                    self._drain(events, handle, pending_ids, timeout=0.5)
+                    if rid in pending_ids:
                         pending_ids.discard(rid)
+                        # a run that never started stays pending for the next attempt
                         kind = "failed" if rid in self._started else "abandoned"
-                        handle((kind, rid, "worker ended without reporting a result"))
+                        handle((kind, rid, f"worker error: {exc!r}"))
+            if not futures and pending_ids:
+                # all futures returned; their final events may still be in flight
+                self._drain(events, handle, pending_ids, timeout=2.0)
+                for rid in list(pending_ids):
+                    pending_ids.discard(rid)
+                    kind = "failed" if rid in self._started else "abandoned"
+                    handle((kind, rid, "worker ended without reporting a result"))
 
     def _drain(self, events, handle: Handle, pending_ids: set[str], timeout: float) -> None:
         try:

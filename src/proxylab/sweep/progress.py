@@ -79,7 +79,7 @@ class Progress:
         left = sum(max(ln.total - ln.step, 0) for ln in self.lines.values()
                    if ln.status in ("queued", "running"))
         rate = sum(ln.rate() for ln in self.lines.values() if ln.status == "running")
-        eta = left / rate if rate > 0 else float("nan")
+        eta = 0.0 if left == 0 else left / rate if rate > 0 else float("nan")
         parts = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
         skipped = f", {self.skipped} already done" if self.skipped else ""
         return (f"sweep: {parts}{skipped} | {rate:.1f} steps/s | "
