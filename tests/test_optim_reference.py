@@ -235,8 +235,17 @@ def test_lion_independent_matches_lion_pytorch_wd_over_init_lr():
 
 
 def test_lion_with_equal_betas_is_signum():
-    compare(lambda n: po.Lion(groups(n, 1e-3, 0.1), betas=(0.8, 0.8)),
-            lambda n: po.Signum(groups(n, 1e-3, 0.1), momentum=0.8), {"exp_avg": "exp_avg"})
+    """Oracle: Lion(β, β) = Signum, both against pytorch_optimizer.SignSGD (lerp momentum,
+    sign, weight_decouple=True = our decoupled decay)."""
+    from pytorch_optimizer import SignSGD
+
+    def ref(n):
+        return SignSGD(groups(n, 1e-3, 0.1), momentum=0.8, weight_decouple=True, foreach=False)
+
+    compare(lambda n: po.Lion(groups(n, 1e-3, 0.1), betas=(0.8, 0.8)), ref,
+            {"exp_avg": "momentum_buffer"})
+    compare(lambda n: po.Signum(groups(n, 1e-3, 0.1), momentum=0.8), ref,
+            {"exp_avg": "momentum_buffer"})
 
 
 # ---- layer-wise ----------------------------------------------------------------------------
