@@ -117,13 +117,15 @@ def cmd_ls(args) -> int:
 
 def cmd_show(args) -> int:
     store = _open_store(args, must_exist=True)
-    try:
-        info = store.run(args.run_id)
-    except KeyError:
-        raise ConfigError(f"run id {args.run_id!r}: not in {store.path} (see `proxylab ls`)") from None
+    info = store.run(store.resolve_id(args.run_id))   # a unique prefix is enough
     if args.json:
         print(json.dumps(info, indent=2, default=str))
         return EXIT_OK
+    from datetime import datetime, timezone  # noqa: PLC0415
+
+    for k in ("created", "started", "finished"):
+        if isinstance(info.get(k), (int, float)):
+            info[k] = datetime.fromtimestamp(info[k], timezone.utc).isoformat(timespec="seconds")
     print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
     print("config:")
     for sec, vals in info["config"].items():
