@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"proxylab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # `proxylab ls | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
