@@ -54,7 +54,7 @@ class Entry:
 REGISTRY: dict[str, Entry] = {
     # [2.44]; Adam + L2 (torch Adam) is adamw with wd_mode="l2": one name, one semantics
     "adamw": Entry("proxylab.optim.adam:AdamW", 3e-3, doc="Adam + the shared weight decay"),
-    # [0.3: 2.54, 1.0: 2.66]
+    # [0.1: 2.58, 0.3: 2.54, 1.0: 2.66]
     "sgd": Entry("proxylab.optim.sgd:SGD", 0.3, doc="heavy-ball momentum = beta1; extra.nesterov"),
     # [3e-4: 2.55, 1e-3: 2.42]
     "lion": Entry("proxylab.optim.sign:Lion", 1e-3, doc="sign of interpolated momentum"),
@@ -62,8 +62,8 @@ REGISTRY: dict[str, Entry] = {
     "signum": Entry("proxylab.optim.sign:Signum", 1e-3, doc="sign of momentum (beta1)"),
     # [2.50]
     "adalayer": Entry("proxylab.optim.adam:Adalayer", 3e-3, doc="one v per tensor, head per row"),
-    # [2.56]
-    "adalayer-sgd": Entry("proxylab.optim.adam:AdalayerSGD", 3e-3,
+    # [3e-3: 2.56, 1e-2: 2.49] (SGD parts at 30x: extra.sgd_lr_mult)
+    "adalayer-sgd": Entry("proxylab.optim.adam:AdalayerSGD", 1e-2,
                           doc="Adalayer on head + norms, SGD momentum elsewhere"),
     # [2.42]
     "factored-adam": Entry("proxylab.optim.adafactor:FactoredAdam", 3e-3,
@@ -73,15 +73,18 @@ REGISTRY: dict[str, Entry] = {
                        doc="paper Adafactor; lr caps the relative step"),
     # [2.42]
     "adam-atan2": Entry("proxylab.optim.adam:AdamAtan2", 3e-3, doc="eps-free atan2 Adam"),
-    # [1e-2: 2.65, 3e-2: 2.52]
-    "novograd": Entry("proxylab.optim.layerwise:NovoGrad", 3e-2, doc="layer-wise normalised momentum"),
+    # [1e-2: 2.65, 3e-2: 2.52, 0.1: 2.48]
+    "novograd": Entry("proxylab.optim.layerwise:NovoGrad", 0.1, doc="layer-wise normalised momentum"),
     # [1e-2: 2.43, 3e-2: 2.40]
     "lamb": Entry("proxylab.optim.layerwise:LAMB", 1e-2, doc="Adam direction x layer trust ratio"),
     # [3: 2.49, 10: 2.60]
     "lars": Entry("proxylab.optim.sgd:LARS", 3.0, doc="momentum SGD x layer trust ratio"),
     # second-order family (written alongside, in their own modules)
+    # [2.30]
     "shampoo": Entry("proxylab.optim.shampoo:Shampoo", 3e-3, doc="Shampoo with grafting"),
+    # [2.34]
     "soap": Entry("proxylab.optim.soap:SOAP", 3e-3, doc="Adam in Shampoo's eigenbasis"),
+    # [2.36]
     "muon": Entry("proxylab.optim.muon:Muon", 0.02, doc="orthogonalised momentum (+ AdamW aux)"),
 }
 LAWN_TARGET = "proxylab.optim.lawn:LAWN"
