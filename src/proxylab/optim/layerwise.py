@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from proxylab.optim.adam import _betas_group, adam_direction, adam_moments_
+from proxylab.optim.adam import _betas_group, _eps_stat, adam_direction, adam_moments_
 from proxylab.optim.base import (ProxyOptimizer, check_hparam, host_scalar, ratio_or_one,
                                  tensor_norm, tensor_sum)
 
@@ -75,6 +75,8 @@ class LAMB(ProxyOptimizer):
 
     def direction(self, p, g, state, hp):
         m, v = adam_moments_(state, g, hp["beta1"], hp["beta2"])
+        if self.probing:
+            _eps_stat(self, v, state["step"], hp["beta2"], hp["eps"], hp["stacked"])
         r = adam_direction(m, v, state["step"], hp["beta1"], hp["beta2"], hp["eps"])
         state["trust_ratio"] = trust = trust_ratio(p, r, hp["stacked"], hp["trust_clip"])
         if self.probing:
