@@ -51,6 +51,8 @@ How a subclass plugs in
   ``hp["wd_mode"]``.
 * ``step_size(p, state, hp)`` (optional) returns the multiplier of u: float or a broadcast
   tensor. Decay always uses the plain ``hp["lr"]`` (as torch Muon/Adafactor do).
+* ``validate_group(group)`` (optional) checks a new param group; raise ConfigError. The
+  shell already checks lr, weight_decay, wd_mode, beta1/beta2 in [0, 1), eps >= 0.
 * Write the direction with elementwise ops and with the helpers below for reductions
   (``tensor_sum``, ``tensor_norm``, ``tensor_rms``, ``tensor_dims``): they reduce over the
   dims of ONE logical tensor and keep dims, so the same code works on stacked parameters.
