@@ -85,6 +85,54 @@ def main() -> None:
     for n in opts:
         print(f"{n:16s} {med[n] * 1e3:8.3f} {med[n] / ref:14.2f} {med[n] / mine:17.2f}"
               f" {wmin[n] * 1e3:12.3f} {wmin[n] / wmin['torch-adamw']:8.2f}")
+    ns = newton_schulz_flops(base)
+    print(f"Muon's Newton-Schulz alone is {ns / 1e9:.2f} GFLOP per step (5 iterations over the "
+          f"hidden matrices) vs ~{12 * n_params / 1e6:.1f} MFLOP of elementwise AdamW work: "
+          "a matrix optimizer's step cannot be within 2x of AdamW's at this size on a CPU.")
+    train_step_ratios(cfg, [n for n in ("adamw", "muon", "soap", "shampoo") if n in opts], args.reps)
+
+
+def newton_schulz_flops(model, steps: int = 5) -> float:
+    """FLOPs of Keller's quintic NS on every hidden matrix: per iteration, for X of m x n
+    (m <= n): A = X X^T (2m^2 n), A @ A (2m^3), (bA + cA^2) X (2m^2 n)."""
+    total = 0.0
+    for name, role in model.param_roles().items():
+        p = model.get_parameter(name)
+        if role == "hidden" and p.ndim == 2:
+            m, n = sorted(p.shape)
+            total += steps * (4 * m * m * n + 2 * m ** 3)
+    return total
+
+
+def train_step_ratios(cfg: ModelConfig, names: list[str], reps: int) -> None:
+    """Whole training steps (forward, backward, optimizer) on real batches, side by side."""
+    from proxylab.models import build_model  # noqa: PLC0415
+    from proxylab.tasks import build_task  # noqa: PLC0415
+    from proxylab.config import TaskConfig  # noqa: PLC0415
+    import torch.nn.functional as F  # noqa: PLC0415
+
+    task = build_task(TaskConfig(seq_len=128), seed=0)
+    gen = torch.Generator().manual_seed(0)
+    batches = [task.train_batch(16, gen) for _ in range(4)]
+    runs = {}
+    for n in names:
+        torch.manual_seed(0)
+        m = build_model(cfg, vocab_size=256, seq_len=128)
+        runs[n] = (m, build(n, m))
+    times = {n: [] for n in names}
+    for rep in range(reps // 2 + 3):
+        for n, (m, opt) in runs.items():
+            x, y = batches[rep % len(batches)]
+            c0 = time.thread_time()
+            loss = F.cross_entropy(m(x).flatten(0, 1), y.flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if rep >= 3:
+                times[n].append(time.thread_time() - c0)
+    ref = statistics.median(times["adamw"])
+    print("whole training step (batch 16 x 128 tokens), x proxylab AdamW: " + ", ".join(
+        f"{n} {statistics.median(t) / ref:.2f}" for n, t in times.items()))
 
 
 if __name__ == "__main__":
