@@ -231,6 +231,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
                 c, n = accuracy(logits.detach(), y)
                 rows.append((step, "train/acc", c / max(n, 1)))
             rows += [(step, k, float(v)) for k, v in getattr(opt, "last_stats", {}).items()]
+            rows += [(step, f"opt/{k}/{name}", float(v))           # per tensor, e.g.
+                     for name, stats in getattr(opt, "last_tensor_stats", {}).items()  # opt/update_rms/head.weight
+                     for k, v in stats.items()]
             interval_losses = []
         if bad:
             rows.append((step, "train/loss_last", ce_val))
