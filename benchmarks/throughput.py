@@ -162,7 +162,8 @@ def main() -> None:
 
     probe = MatmulProbe()
     probe(repeats=7)
-    print(f"torch {torch.__version__}, {args.threads} threads, load average {os.getloadavg()[0]:.1f} at start")
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {args.threads} threads, load average {load:.1f} at start")
     print(f"GPT depth {DEPTH}, head dim {HEAD_DIM}, seq {SEQ_LEN}, vocab {VOCAB}, untied, no bias; "
           f"AdamW; {args.rounds} alternating rounds x {args.steps} steps\n")
     hdr = (f"{'model':<22}{'width':>6}{'batch':>6}{'ms/step med':>12}{'tok/s best':>11}{'tok/s med':>10}"
