@@ -24,6 +24,31 @@ def test_grid_zip_seeds_expand_in_order():
     assert spec.axes == ["optim.lr", "model.width", "model.depth", "model.heads", "train.seed"]
 
 
+def test_design_md_example_parses_verbatim(tmp_path):
+    """The sweep block of DESIGN.md (seeds after [zip], so inside it in TOML) is valid."""
+    from pathlib import Path
+
+    design = (Path(__file__).parents[1] / "docs" / "DESIGN.md").read_text()
+    block = design.split("Sweep file:\n```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "verbatim.toml").write_text(block)
+    verbatim = load_sweep(tmp_path / "verbatim.toml")
+    assert verbatim.seeds == [0, 1, 2] and verbatim.zip == {} and len(verbatim.expand()) == 24
+    block = block.replace("[zip]                       # optional: axes that move together "
+                          "(equal lengths)", '[zip]\n"model.depth" = [1, 2]\n"model.heads" = [2, 4]')
+    p = tmp_path / "design.toml"
+    p.write_text(block)
+    spec = load_sweep(p)
+    assert spec.seeds == [0, 1, 2] and spec.grid["optim.lr"] == [1e-3, 3e-3, 1e-2, 3e-2]
+    assert len(spec.expand()) == 4 * 2 * 2 * 3
+
+
+def test_bare_dotted_axis_keys(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text('name = "s"\n[grid]\noptim.lr = [1e-3, 1e-2]\nseeds = [0, 1]\n')
+    spec = load_sweep(p)
+    assert spec.grid == {"optim.lr": [1e-3, 1e-2]} and spec.seeds == [0, 1]
+
+
 def test_duplicate_points_collapse():
     spec = spec_from_dict({"name": "d", "grid": {"optim.lr": [1e-3, 0.001]}})
     assert len(spec.expand()) == 1

@@ -111,8 +111,18 @@ def spec_from_dict(d: Mapping[str, Any], source: str = "<python>") -> SweepSpec:
     base = flatten_table(d.get("base", {}))
     for k in base:
         _check_key(source, "base", k)
-    grid = {k: _check_axis_values(source, "grid", k, v) for k, v in d.get("grid", {}).items()}
-    zipped = {k: _check_axis_values(source, "zip", k, v) for k, v in d.get("zip", {}).items()}
+    # bare dotted keys (optim.lr = [...]) arrive as nested tables: flatten down to the lists
+    grid_t, zip_t = flatten_table(d.get("grid", {})), flatten_table(d.get("zip", {}))
+    seeds = d.get("seeds")
+    for table in (grid_t, zip_t):
+        # `seeds = [...]` written after a [grid] or [zip] header lands inside that table
+        # (TOML scoping); DESIGN.md's own example does this, so accept it there.
+        if "seeds" in table:
+            if seeds is not None:
+                raise ConfigError(f"{source}: 'seeds' is given twice")
+            seeds = table.pop("seeds")
+    grid = {k: _check_axis_values(source, "grid", k, v) for k, v in grid_t.items()}
+    zipped = {k: _check_axis_values(source, "zip", k, v) for k, v in zip_t.items()}
     for table, axes in (("grid", grid), ("zip", zipped)):
         for k in axes:
             _check_key(source, table, k)
@@ -122,7 +132,6 @@ def spec_from_dict(d: Mapping[str, Any], source: str = "<python>") -> SweepSpec:
     dup = set(grid) & set(zipped)
     if dup:
         raise ConfigError(f"{source}: {sorted(dup)} appear in both [grid] and [zip]")
-    seeds = d.get("seeds")
     if seeds is not None:
         if (not isinstance(seeds, list) or not seeds
                 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
