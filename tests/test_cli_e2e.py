@@ -58,9 +58,14 @@ def test_run_prints_id_losses_and_throughput(db_path):
     for key in ("proxylab_version", "torch_version", "device", "threads", "data_fingerprint"):
         assert meta.get(key) not in (None, ""), key
     assert "git_commit" in meta
-    # the same config again is recognised by its id (content hash)
+    # the same config again is recognised by its id (content hash) and not trained again
     again = proxylab("run", *TINY, "--set", "train.steps=20", "--set", "optim.lr=3e-3", db=db_path)
-    assert again.stdout.split()[1] == rid
+    assert again.stdout.split()[1] == rid and "already in the store" in again.stdout
+    assert json.loads(proxylab("show", rid[:6], "--json", db=db_path).stdout)["attempt"] == 1
+    forced = proxylab("run", *TINY, "--set", "train.steps=20", "--set", "optim.lr=3e-3", "--force",
+                      db=db_path)
+    assert "already" not in forced.stdout
+    assert json.loads(proxylab("show", rid, "--json", db=db_path).stdout)["attempt"] == 2
 
 
 def _db_rows(db, sql):
@@ -109,10 +114,29 @@ def test_sweep_survives_sigkill_and_resumes(tmp_path, db_path):
     for rid, (status, finished) in finished_before.items():   # finished runs were not redone
         row = runs[runs.run_id == rid].iloc[0]
         assert row.finished == finished and row.attempt == 1
-    # every run has complete metrics, each (run, step, key) exactly once
-    dup = _db_rows(db_path, "select run_id, step, key, count(*) c from metrics "
-                            "group by run_id, step, key having c > 1")
-    assert dup == []
+    # the interrupted runs were redone from scratch: their stored curves equal a fresh,
+    # uninterrupted run of the same config (same seed, one thread, as in a pool worker)
+    from proxylab.config import from_dict
+    from proxylab.train.loop import train
+
+    class Rows:
+        rows: list = []
+        def started(self, meta): pass
+        def metrics(self, rows): self.rows = self.rows + rows
+        def progress(self, step, total): pass
+
+    interrupted = [rid for rid, v in before.items() if v[0] == "running"]
+    for rid in interrupted[:1]:
+        (cfg_json,) = _db_rows(db_path, f"select config_json from runs where run_id='{rid}'")[0]
+        fresh = Rows()
+        train(from_dict(json.loads(cfg_json)), fresh)
+        want = {(s, k): v for s, k, v in fresh.rows if k in ("val/loss", "train/loss")}
+        got = {(s, k): v for s, k, v in _db_rows(
+            db_path, f"select step, key, value from metrics where run_id='{rid}' "
+                     "and key in ('val/loss', 'train/loss')")}
+        assert got.keys() == want.keys()
+        for key, v in want.items():
+            assert got[key] == pytest.approx(v, rel=1e-5), key
     for rid, status in zip(runs.run_id, runs.status):
         steps = sorted(s for (s,) in _db_rows(
             db_path, f"select step from metrics where run_id='{rid}' and key='val/loss'"))
@@ -145,6 +169,9 @@ def test_ls_show_export_report(tmp_path, db_path):
 
 
 BAD_INPUTS = [
+    (["run", "--set", "train.device=cuda"], "train.device"),
+    (["sweep", "examples/lr.toml", "--backend", "ray"], "--backend ray"),
+    (["sweep", "examples/lr.toml", "--workers", "-3"], "--workers"),
     (["run", "--set", "optim.lrr=1"], "optim.lrr"),
     (["run", "--set", "train.steps=ten"], "train.steps"),
     (["run", "--set", "optim.lr=-1"], "optim.lr"),
@@ -155,7 +182,11 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("args, needle", BAD_INPUTS)
 def test_bad_input_exit_2_and_nothing_written(db_path, args, needle):
-    p = proxylab(*args, db=db_path, check=False)
+    if "train.device=cuda" in args:
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    p = proxylab(*args, db=db_path, check=False, cwd=Path(__file__).parents[1])
     assert p.returncode == 2, p.stderr
     assert needle in p.stderr
     assert not db_path.exists()
@@ -214,3 +245,24 @@ def test_ctrl_c_stops_workers_at_once(tmp_path, db_path):
     # the interrupted runs are left 'running' for the next start to redo (see the kill -9 test)
     statuses = dict(_db_rows(db_path, "select run_id, status from runs"))
     assert sorted(statuses.values()) == ["pending", "running", "running"]
+
+
+def test_changed_data_behind_a_path_is_refused(tmp_path, db_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    args = ["run", *TINY, "--set", "train.steps=5", "--set", f"task.path={corpus}"]
+    proxylab(*args, db=db_path)
+    corpus.write_text("pack my box with five dozen liquor jugs! " * 200)
+    p = proxylab(*args, db=db_path, check=False)
+    assert p.returncode == 2 and "fingerprint" in p.stderr
+
+
+def test_changed_sweep_spec_relinks_runs(tmp_path, db_path):
+    spec = write_sweep(tmp_path / "s.toml", name="grow", lrs=(1e-3, 1e-2), steps=5)
+    proxylab("sweep", spec, "--quiet", db=db_path)
+    write_sweep(spec, name="grow", lrs=(1e-2, 3e-2), steps=5)
+    p = proxylab("sweep", spec, db=db_path)
+    assert "1 earlier runs are no longer part of it" in p.stdout
+    runs = json.loads(proxylab("ls", "--sweep", "grow", "--json", db=db_path).stdout)
+    assert sorted(r["optim.lr"] for r in runs) == [1e-2, 3e-2]
+    assert len(json.loads(proxylab("ls", "--json", db=db_path).stdout)) == 3   # nothing deleted

@@ -9,4 +9,14 @@ __version__ = "0.1.0"
 from proxylab.config import ConfigError, RunConfig, load_config  # noqa: E402
 from proxylab.api import load, run, sweep  # noqa: E402
 
-__all__ = ["ConfigError", "RunConfig", "load", "load_config", "run", "sweep", "__version__"]
+__all__ = ["ConfigError", "RunConfig", "load", "load_config", "run", "sweep", "__version__",
+           "analysis", "optim", "report", "store"]
+
+
+def __getattr__(name: str):
+    """``pl.analysis``, ``pl.optim``, ``pl.report``, ``pl.store``: imported on first use."""
+    if name in ("analysis", "optim", "report", "store", "studies"):
+        import importlib  # noqa: PLC0415
+
+        return importlib.import_module(f"proxylab.{name}")
+    raise AttributeError(f"module 'proxylab' has no attribute {name!r}")

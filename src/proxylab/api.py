@@ -6,20 +6,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from proxylab.config import RunConfig, from_flat, load_config
+from proxylab.sweep.driver import preflight
 from proxylab.sweep.spec import SweepSpec, load_sweep, spec_from_dict
-
-
-def preflight(configs: list[RunConfig]) -> None:
-    """Open every distinct data source once, so a missing or corrupt file is bad input
-    (exit 2, nothing written) instead of a failed run."""
-    from proxylab.tasks import build_task  # noqa: PLC0415
-
-    seen = set()
-    for cfg in configs:
-        key = (cfg.task, cfg.train.seed if cfg.task.name == "modular" else 0)
-        if key not in seen:
-            seen.add(key)
-            build_task(cfg.task, seed=cfg.train.seed)
 
 
 def _as_config(config: RunConfig | Mapping[str, Any] | str | Path | None) -> RunConfig:
@@ -36,8 +24,8 @@ def run(config: RunConfig | Mapping[str, Any] | str | Path | None = None, *, db=
     from proxylab.sweep.driver import run_one  # noqa: PLC0415
 
     cfg = _as_config(config)
-    preflight([cfg])
-    result, status = run_one(cfg, Store(db or default_db_path()))
+    fingerprints = preflight([cfg])
+    result, status, _ = run_one(cfg, Store(db or default_db_path()), fingerprints=fingerprints)
     if result is None:
         raise RuntimeError(f"run {cfg.id} failed; see `proxylab show {cfg.id}`")
     return result
@@ -54,9 +42,10 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, *, db=None, workers:
         spec = spec_from_dict(spec)
     elif not isinstance(spec, SweepSpec):
         spec = load_sweep(spec)
-    preflight(spec.expand())
+    fingerprints = preflight(spec.expand())
     executor = make_executor(workers, threads=threads or (0 if workers <= 1 else 1))
-    return run_sweep(spec, Store(db or default_db_path()), executor, show_progress=show_progress)
+    return run_sweep(spec, Store(db or default_db_path()), executor, show_progress=show_progress,
+                     fingerprints=fingerprints)
 
 
 def load(db=None):

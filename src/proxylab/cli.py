@@ -40,30 +40,28 @@ def _fmt(v) -> str:
 
 
 def cmd_run(args) -> int:
-    from proxylab.api import preflight  # noqa: PLC0415
-    from proxylab.sweep.driver import run_one  # noqa: PLC0415
+    from proxylab.sweep.driver import preflight, run_one  # noqa: PLC0415
 
     cfg = load_config(args.config, args.set)
-    preflight([cfg])                               # missing or corrupt data -> exit 2, no writes
+    fingerprints = preflight([cfg])                # missing or corrupt data -> exit 2, no writes
     store = _open_store(args, must_exist=False)
-    result, status = run_one(cfg, store)
-    print(f"run {cfg.id}  status {status}")
+    result, status, trained = run_one(cfg, store, force=args.force, fingerprints=fingerprints)
+    print(f"run {cfg.id}  status {status}" + ("" if trained else "  (already in the store; --force redoes it)"))
     if result is None:
         err = store.run(cfg.id).get("error") or ""
         print(err.strip().splitlines()[-1] if err else "the run failed", file=sys.stderr)
         return EXIT_RUNTIME
     s = result.summary
-    print(f"final train loss {_fmt(s['final_train_loss'])}  val loss {_fmt(s['final_val_loss'])}"
+    print(f"final train loss {_fmt(s.get('final_train_loss'))}  val loss {_fmt(s.get('final_val_loss'))}"
           + (f"  val acc {_fmt(s['final_val_acc'])}" if s.get("final_val_acc") is not None else "")
-          + f"  tokens/s {s['tokens_per_s']:.0f}  steps {s['steps_done']}")
+          + f"  tokens/s {_fmt(s.get('tokens_per_s'))}  steps {s.get('steps_done')}")
     if status == "diverged":
-        print(f"diverged at step {s['diverged_step']}")
+        print(f"diverged at step {s.get('diverged_step')}")
     return EXIT_OK
 
 
 def cmd_sweep(args) -> int:
-    from proxylab.api import preflight  # noqa: PLC0415
-    from proxylab.sweep.driver import plan, run_sweep  # noqa: PLC0415
+    from proxylab.sweep.driver import plan, preflight, run_sweep  # noqa: PLC0415
     from proxylab.sweep.executors import make_executor  # noqa: PLC0415
     from proxylab.sweep.spec import load_sweep  # noqa: PLC0415
 
@@ -80,21 +78,21 @@ def cmd_sweep(args) -> int:
         print(f"{len(configs)} runs in sweep {spec.name!r}: {n_done} already finished, "
               f"{len(configs) - n_done} to run")
         return EXIT_OK
-    configs = spec.expand()
-    preflight(configs)
-    store = _open_store(args, must_exist=False)
-    workers = args.workers or 1
-    executor = make_executor(workers, threads=args.threads or (0 if workers == 1 else 1),
+    fingerprints = preflight(spec.expand())
+    executor = make_executor(args.workers, threads=args.threads or (0 if args.workers == 1 else 1),
                              backend=args.backend)
+    store = _open_store(args, must_exist=False)    # only now: bad input above wrote nothing
     try:
-        out = run_sweep(spec, store, executor, show_progress=not args.quiet)
+        out = run_sweep(spec, store, executor, show_progress=not args.quiet,
+                        fingerprints=fingerprints)
     except KeyboardInterrupt:
         print("\ninterrupted: finished runs are stored; run the same command to resume",
               file=sys.stderr)
         return 130
     counts = out.counts()
-    print(f"sweep {spec.name!r}: {out.total} runs, {out.skipped} already finished, "
-          + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + f"  (store: {store.path})")
+    ran = ", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing to run"
+    print(f"sweep {spec.name!r}: {out.total} runs, {out.skipped} already finished, {ran}  "
+          f"(store: {store.path})")
     return EXIT_RUNTIME if counts.get("failed") else EXIT_OK
 
 
@@ -155,10 +153,13 @@ def cmd_export(args) -> int:
 def cmd_study(args) -> int:
     from proxylab.studies import run_study  # noqa: PLC0415
 
-    db = Path(args.db) if args.db else None
-    summary_path = run_study(args.name, quick=args.quick, out=args.out, db=db,
-                             workers=args.workers)
+    db = args.db or os.environ.get("PROXYLAB_DB") or None   # default: OUT/proxylab.db
+    summary_path, counts = run_study(args.name, quick=args.quick, out=args.out, db=db,
+                                     workers=args.workers)
     print(f"study report: {Path(summary_path).parent.resolve() / 'index.html'}")
+    if counts.get("failed"):
+        print(f"{counts['failed']} runs failed; see `proxylab ls --db ...`", file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_OK
 
 
@@ -178,6 +179,16 @@ def cmd_keys(args) -> int:
 # argument parsing
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxylab", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -189,13 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp = with_db(sub.add_parser("run", help="train one run"))
     sp.add_argument("config", nargs="?", help="TOML config file")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sp.add_argument("--force", action="store_true", help="redo a run that is already finished")
     sp.set_defaults(func=cmd_run)
 
     sp = with_db(sub.add_parser("sweep", help="run a sweep file (resumable)"))
     sp.add_argument("sweep_file")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    sp.add_argument("--workers", type=int, default=1, help="parallel runs (processes)")
-    sp.add_argument("--threads", type=int, default=0, help="torch threads per run")
+    sp.add_argument("--workers", type=_positive, default=1, help="parallel runs (processes)")
+    sp.add_argument("--threads", type=_positive, default=0,
+                    help="torch threads per run (default: all cores inline, 1 per worker)")
     sp.add_argument("--backend", choices=("local", "ray"), default="local")
     sp.add_argument("--dry-run", action="store_true", help="list runs and their status only")
     sp.add_argument("--quiet", action="store_true", help="no live progress display")
@@ -226,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name")
     sp.add_argument("--quick", action="store_true")
     sp.add_argument("--out", default=None)
-    sp.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    sp.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1))
     sp.set_defaults(func=cmd_study)
 
     sp = sub.add_parser("keys", help="list config keys, defaults and allowed values")

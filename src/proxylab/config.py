@@ -41,7 +41,7 @@ class TaskConfig:
     name: str = _opt("text", choices=("text", "modular"), doc="data / task family")
     seq_len: int = _opt(128, lo=1, doc="tokens per sequence (text)")
     path: str = _opt("", doc="'' = built-in corpus; a text file/folder or a .bin token file/folder")
-    vocab_size: int = _opt(0, lo=0, doc="token files: 0 = 256 for text, else header/uint16 default")
+    vocab_size: int = _opt(0, lo=0, doc="token files: 0 = largest token id + 1")
     val_frac: float = _opt(0.1, lo=0.0, hi=0.5, lo_open=True, doc="text: share of documents held out")
     p: int = _opt(97, lo=2, doc="modular: the modulus (prime for ÷)")
     op: str = _opt("+", choices=("+", "-", "*", "/", "x2+y2"), doc="modular: the operation")
@@ -61,7 +61,7 @@ class ModelConfig:
     pos: str = _opt("learned", choices=("learned", "rope"), doc="position encoding")
     bias: bool = _opt(False, doc="biases in linear layers")
     param: str = _opt("sp", choices=("sp", "mup"), doc="parameterization")
-    base_width: int = _opt(128, lo=1, doc="muP: the width at which sp and mup coincide")
+    base_width: int = _opt(128, lo=1, doc="muP: width whose init and LRs sp and mup share (attention scale still differs)")
     init_scale: float = _opt(1.0, lo=0.0, lo_open=True, doc="multiplies every init std")
 
 

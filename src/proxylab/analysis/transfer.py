@@ -46,9 +46,11 @@ def transfer_verdict(opt: pd.DataFrame, *, param_key: str = "model.param",
             or math.isnan(mup["slope_log2lr_per_log2width"]):
         return {"status": "inconclusive", "evidence": evidence}
     s_sp, s_mup = sp["slope_log2lr_per_log2width"], mup["slope_log2lr_per_log2width"]
-    if abs(s_mup) >= abs(s_sp):
+    if sp["edge"] or mup["edge"]:
+        status = "inconclusive"       # an optimum on the grid's edge: the slope is only a bound
+    elif abs(s_mup) >= abs(s_sp):
         status = "not_reproduced"
-    elif s_sp < -margin and abs(s_mup) + margin <= abs(s_sp) and not mup["edge"]:
+    elif s_sp < -margin and abs(s_mup) + margin <= abs(s_sp):
         status = "reproduced"
     else:
         status = "inconclusive"

@@ -197,6 +197,28 @@ class Store:
                               (sweep, rid, pos + i))
         return new
 
+    def set_sweep(self, name: str, spec: Mapping[str, Any], runs: Iterable[tuple[str, Any]]) -> int:
+        """Register a sweep as exactly ``runs`` (its current expansion), in one transaction.
+
+        Runs are added as by :meth:`add_runs`; runs linked to the sweep by an earlier,
+        different spec are unlinked (they stay in the store, reachable by id). Returns how
+        many were unlinked.
+        """
+        items = [(str(rid), dumps(config_dict(cfg))) for rid, cfg in runs]
+        now = time.time()
+        with self._write() as c:
+            c.execute("INSERT INTO sweeps(name, spec_json, created) VALUES (?, ?, ?) "
+                      "ON CONFLICT(name) DO UPDATE SET spec_json = excluded.spec_json",
+                      (name, dumps(spec), now))
+            before = {r[0] for r in c.execute("SELECT run_id FROM sweep_runs WHERE sweep = ?", (name,))}
+            c.execute("DELETE FROM sweep_runs WHERE sweep = ?", (name,))
+            for pos, (rid, cfg_json) in enumerate(items):
+                c.execute("INSERT OR IGNORE INTO runs(run_id, config_json, created) VALUES (?, ?, ?)",
+                          (rid, cfg_json, now))
+                c.execute("INSERT OR IGNORE INTO sweep_runs(sweep, run_id, pos) VALUES (?, ?, ?)",
+                          (name, rid, pos))
+        return len(before - {rid for rid, _ in items})
+
     def start_run(self, run_id: str, meta: Mapping[str, Any] | None = None) -> int:
         """Mark a run running, bump its attempt, drop earlier attempts' metrics; -> attempt.
 

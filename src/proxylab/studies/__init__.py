@@ -25,25 +25,31 @@ def get_study(name: str):
 
 
 def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
-              db: str | Path | None = None, workers: int = 1, show_progress: bool = True) -> Path:
-    """Run a built-in study; returns the path of its summary.json."""
-    from proxylab.api import preflight  # noqa: PLC0415
+              db: str | Path | None = None, workers: int = 1,
+              show_progress: bool = True) -> tuple[Path, dict[str, int]]:
+    """Run a built-in study; returns the path of its summary.json and the run counts of
+    this invocation by status (``failed`` > 0 means some runs failed)."""
     from proxylab.report import make_report  # noqa: PLC0415
     from proxylab.report import write_json_atomic  # noqa: PLC0415
     from proxylab.store import Store  # noqa: PLC0415
-    from proxylab.sweep.driver import run_sweep  # noqa: PLC0415
+    from proxylab.sweep.driver import preflight, run_sweep  # noqa: PLC0415
     from proxylab.sweep.executors import make_executor  # noqa: PLC0415
 
     study = get_study(name)
     out = Path(out or Path("reports") / (name + ("-quick" if quick else "")))
     specs = study.sweeps(quick)
+    fingerprints = {}
     for spec in specs:
-        preflight(spec.expand())
+        fingerprints.update(preflight(spec.expand()))
+    executor = make_executor(workers, threads=0 if workers <= 1 else 1)
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db or out / "proxylab.db")
-    executor = make_executor(workers, threads=0 if workers <= 1 else 1)
+    counts: dict[str, int] = {}
     for spec in specs:
-        run_sweep(spec, store, executor, show_progress=show_progress)
+        outcome = run_sweep(spec, store, executor, show_progress=show_progress,
+                            fingerprints=fingerprints)
+        for k, v in outcome.counts().items():
+            counts[k] = counts.get(k, 0) + v
     per_sweep = {spec.name: make_report(store, spec.name, out / spec.name) for spec in specs}
     if hasattr(study, "figures"):
         study.figures(store, specs, out)
@@ -52,12 +58,11 @@ def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
         "quick": quick,
         "sweeps": [s.name for s in specs],
         "verdicts": study.verdicts(store, specs),
-        "reports": {s: f"{s}/index.html" for s in per_sweep},
-        "numbers": {s: rep for s, rep in per_sweep.items()},
+        "reports": {s: f"{s}/index.html" for s in per_sweep},   # each with its summary.json
     }
     write_json_atomic(out / "summary.json", summary)
     _write_index(out, study, summary)
-    return out / "summary.json"
+    return out / "summary.json", counts
 
 
 def _write_index(out: Path, study, summary: dict) -> None:

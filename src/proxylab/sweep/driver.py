@@ -14,7 +14,7 @@ import math
 import sys
 from dataclasses import dataclass, field
 
-from proxylab.config import RunConfig
+from proxylab.config import ConfigError, RunConfig
 from proxylab.sweep.executors import Event, Executor
 from proxylab.sweep.progress import Progress
 from proxylab.sweep.spec import SweepSpec
@@ -82,6 +82,41 @@ class StoreWriter:
             raise ValueError(f"unknown executor event {kind!r}")
 
 
+def preflight(configs: list[RunConfig]) -> dict[str, str]:
+    """Check what validation cannot: every distinct data source opens (a missing or corrupt
+    file is bad input, exit 2, nothing written) and a requested CUDA device exists.
+    Returns each run's data fingerprint by run id."""
+    from proxylab.tasks import build_task  # noqa: PLC0415
+
+    if any(c.train.device == "cuda" for c in configs):
+        import torch  # noqa: PLC0415
+
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device: 'cuda' was asked for but torch sees no CUDA device "
+                              "(use 'auto' or 'cpu')")
+    by_task: dict = {}
+    out = {}
+    for cfg in configs:
+        key = (cfg.task, cfg.train.seed if cfg.task.name == "modular" else 0)
+        if key not in by_task:
+            by_task[key] = build_task(cfg.task, seed=cfg.train.seed).fingerprint
+        out[cfg.id] = by_task[key]
+    return out
+
+
+def check_fingerprints(store, status: dict[str, str], fingerprints: dict[str, str]) -> None:
+    """A finished run whose data has changed since (same path, new content; another Python's
+    built-in corpus) is not "already done": refuse rather than mix the two."""
+    for rid, st in status.items():
+        if st in FINISHED and rid in fingerprints:
+            old = (store.run(rid).get("meta") or {}).get("data_fingerprint")
+            if old and old != fingerprints[rid]:
+                raise ConfigError(
+                    f"run {rid} in {store.path} was trained on data with fingerprint {old[:12]}, "
+                    f"but its task.path now gives {fingerprints[rid][:12]}; use another --db "
+                    "or sweep name to keep both")
+
+
 def plan(spec: SweepSpec, store) -> tuple[list[RunConfig], dict[str, str]]:
     """The sweep's runs and their current status in the store ('new' when absent)."""
     configs = spec.expand()
@@ -90,15 +125,21 @@ def plan(spec: SweepSpec, store) -> tuple[list[RunConfig], dict[str, str]]:
 
 
 def run_sweep(spec: SweepSpec, store, executor: Executor, *, show_progress: bool = True,
-              stream=None) -> SweepOutcome:
+              stream=None, fingerprints: dict[str, str] | None = None) -> SweepOutcome:
+    """Run what is not finished yet. Callers that must not create a store on bad input run
+    :func:`preflight` before opening it and pass its ``fingerprints``."""
     configs, status = plan(spec, store)           # raises ConfigError before any write
-    store.add_sweep(spec.name, spec.to_dict())
-    store.add_runs(spec.name, [(c.id, c.to_dict()) for c in configs])
+    check_fingerprints(store, status, fingerprints or preflight(configs))
+    unlinked = store.set_sweep(spec.name, spec.to_dict(), [(c.id, c.to_dict()) for c in configs])
     todo = [c for c in configs if status[c.id] not in FINISHED]
     skipped = len(configs) - len(todo)
+    stream = stream or sys.stdout
+    if unlinked and show_progress:
+        print(f"sweep {spec.name!r} changed: {unlinked} earlier runs are no longer part of it "
+              "(they stay in the store)", file=stream)
     progress = Progress({c.id: run_label(c, spec.axes) for c in todo},
                         {c.id: c.train.steps for c in todo},
-                        stream=stream or sys.stdout, enabled=show_progress, skipped=skipped)
+                        stream=stream, enabled=show_progress, skipped=skipped)
     writer = StoreWriter(store, progress)
     try:
         executor.run(todo, writer.handle)
@@ -107,11 +148,23 @@ def run_sweep(spec: SweepSpec, store, executor: Executor, *, show_progress: bool
     return SweepOutcome(spec.name, len(configs), skipped, writer.statuses)
 
 
-def run_one(cfg: RunConfig, store, *, sweep: str | None = None):
-    """Train one config in this process, writing to the store; returns its RunResult."""
-    from proxylab.sweep.executors import InlineExecutor  # noqa: PLC0415
+def run_one(cfg: RunConfig, store, *, force: bool = False,
+            fingerprints: dict[str, str] | None = None):
+    """Train one config in this process, writing to the store.
 
-    store.add_runs(sweep, [(cfg.id, cfg.to_dict())])
+    Returns ``(RunResult or None, status, trained)``; a run already finished in the store is
+    not trained again unless ``force`` (its stored result is returned, ``trained`` False).
+    """
+    from proxylab.sweep.executors import InlineExecutor  # noqa: PLC0415
+    from proxylab.train.loop import RunResult  # noqa: PLC0415
+
+    fingerprints = fingerprints or preflight([cfg])
+    status = store.status_of([cfg.id]).get(cfg.id)
+    if status in FINISHED and not force:
+        check_fingerprints(store, {cfg.id: status}, fingerprints)
+        info = store.run(cfg.id)
+        return RunResult(cfg.id, status, info.get("summary") or {}), status, False
+    store.add_runs(None, [(cfg.id, cfg.to_dict())])
     writer = StoreWriter(store)
-    InlineExecutor(threads=cfg.train.threads).run([cfg], writer.handle)
-    return writer.results.get(cfg.id), writer.statuses.get(cfg.id)
+    InlineExecutor().run([cfg], writer.handle)
+    return writer.results.get(cfg.id), writer.statuses.get(cfg.id), True

@@ -11,20 +11,15 @@ from __future__ import annotations
 
 import math
 import os
-import platform
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 
-import proxylab
-from proxylab.config import RunConfig, canonical_json, run_id
+from proxylab.config import RunConfig, run_id
 from proxylab.models import build_model
 from proxylab.optim import build_optimizer
 from proxylab.tasks import build_task
@@ -56,21 +51,7 @@ class RunResult:
 
 
 # ----------------------------------------------------------------------------------
-# environment facts recorded with every run
-
-
-@lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The proxylab source tree's commit (with '+dirty' when it has local changes)."""
-    root = Path(__file__).resolve().parents[3]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("+dirty" if dirty else "")) if sha else None
+# device
 
 
 def resolve_device(name: str) -> torch.device:
@@ -165,19 +146,16 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
+    # What only the worker knows; the store adds versions, git commit and platform
+    # (proxylab.store.meta) when it records the start.
     rep.started({
-        "proxylab_version": proxylab.__version__,
-        "git_commit": git_commit(),
-        "torch_version": torch.__version__,
-        "python_version": platform.python_version(),
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "threads": torch.get_num_threads(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
+        "worker_host": socket.gethostname(),
+        "worker_pid": os.getpid(),
         "data_fingerprint": task.fingerprint,
         "data": task.describe(),
         "n_params": n_params,
-        "config_json": canonical_json(cfg),
     })
 
     t_start = time.perf_counter()

@@ -26,7 +26,9 @@ def lr_multiplier(cfg: ScheduleConfig, step: int, total_steps: int) -> float:
         return 1.0
     floor = cfg.min_lr_frac
     if cfg.name == "wsd":  # warmup-stable-decay: flat, then a linear decay over the last part
-        decay_len = max(1, int(round(cfg.decay_frac * total_steps)))
+        decay_len = int(round(cfg.decay_frac * total_steps))
+        if decay_len == 0:
+            return 1.0
         decay_start = max(warm, total_steps - decay_len)
         if step < decay_start:
             return 1.0

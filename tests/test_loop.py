@@ -1,0 +1,74 @@
+"""The training loop's own behaviour: divergence is a result, probes and schedules land."""
+
+import math
+
+import pytest
+
+from proxylab.config import ScheduleConfig, load_config
+from proxylab.train.loop import lm_loss, train
+from proxylab.train.schedules import lr_multiplier
+
+TINY = ["model.width=32", "model.depth=1", "model.heads=2", "task.seq_len=32",
+        "train.batch_size=4", "train.eval_batches=2"]
+
+
+class Collect:
+    def __init__(self):
+        self.rows, self.meta = [], None
+
+    def started(self, meta):
+        self.meta = meta
+
+    def metrics(self, rows):
+        self.rows += rows
+
+    def progress(self, step, total):
+        pass
+
+
+def test_divergence_is_recorded_not_raised():
+    rep = Collect()
+    res = train(load_config(sets=TINY + ["optim.lr=30", "train.grad_clip=0", "train.steps=50",
+                                         "schedule.warmup=0"]), rep)
+    assert res.status == "diverged"
+    step = res.summary["diverged_step"]
+    assert 1 <= step < 50 and res.summary["steps_done"] == step
+    assert math.isnan(res.summary["final_val_loss"])
+    last = [v for s, k, v in rep.rows if k == "train/loss_last"]
+    assert len(last) == 1 and (not math.isfinite(last[0]) or last[0] > 3 * res.summary["init_loss"])
+    assert max(s for s, _, _ in rep.rows) == step       # nothing recorded after the stop
+
+
+def test_probes_and_lr_schedule_are_recorded():
+    rep = Collect()
+    cfg = load_config(sets=TINY + ["train.steps=20", "train.log_every=5", "train.eval_every=10",
+                                   "schedule.name=linear", "schedule.warmup=5"])
+    train(cfg, rep)
+    by_key = {}
+    for s, k, v in rep.rows:
+        by_key.setdefault(k, {})[s] = v
+    assert sorted(by_key["train/loss"]) == [5, 10, 15, 20]
+    assert sorted(by_key["val/loss"]) == [0, 10, 20]
+    for s, mult in by_key["lr_mult"].items():
+        assert mult == pytest.approx(lr_multiplier(cfg.schedule, s - 1, 20))
+        assert by_key["lr"][s] == pytest.approx(cfg.optim.lr * mult)
+    for k in ("grad_norm", "param_norm", "opt/update_rms", "attn_logit_max_l0", "logz_mean"):
+        assert all(math.isfinite(v) for v in by_key[k].values()), k
+    assert by_key["tokens"][20] == 20 * 4 * 32
+    assert rep.meta["data_fingerprint"] and rep.meta["n_params"] > 0
+
+
+def test_z_loss_and_masked_accuracy_closed_form():
+    import torch
+
+    logits = torch.tensor([[[0.0, 0.0], [2.0, 0.0]]])           # B=1, T=2, V=2
+    y = torch.tensor([[-100, 0]])                                 # only position 1 counts
+    total, ce, logz = lm_loss(logits, y, z_loss=0.5)
+    lz = math.log(math.exp(2) + 1)
+    assert float(ce) == pytest.approx(lz - 2) and float(logz) == pytest.approx(lz)
+    assert float(total) == pytest.approx(lz - 2 + 0.5 * lz ** 2)
+
+
+def test_wsd_without_decay_stays_flat():
+    wsd = ScheduleConfig(name="wsd", warmup=0.0, decay_frac=0.0)
+    assert [lr_multiplier(wsd, s, 10) for s in range(10)] == [1.0] * 10
