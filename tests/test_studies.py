@@ -15,9 +15,12 @@ def test_lr_width_quick_study(tmp_path, capsys):
     assert summary["study"] == "lr-width" and summary["quick"] is True
     assert summary["sweeps"] == ["lr-width-quick"]
     (v,) = summary["verdicts"]
-    assert v["status"] in ("reproduced", "not_reproduced", "inconclusive")
     ev = v["evidence"]
     assert len(ev["sp_lr_opt"]) == 2 and len(ev["mup_lr_opt"]) == 2
+    # Seeded and single-threaded per run, the quick form reproduces the claim on this CPU
+    # with a wide margin (measured: SP slope -1.08, muP +0.05 in log2 LR per log2 width).
+    assert v["status"] == "reproduced", ev
+    assert ev["sp_slope_log2lr_per_log2width"] < -0.5 < ev["mup_slope_log2lr_per_log2width"]
     assert (out / "index.html").exists() and (out / "optimal_lr_vs_width.png").exists()
     assert (out / "lr-width-quick" / "loss_vs_lr.png").exists()
     assert "study report:" in capsys.readouterr().out
