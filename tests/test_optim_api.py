@@ -205,6 +205,57 @@ def test_adam_eps_fraction_and_lion_bound_stats():
     assert lion2.last_stats["opt/max_abs_over_radius"] == pytest.approx(1.0, rel=1e-6)
 
 
+def test_stat_values_of_every_kind_aggregate_by_hand():
+    """stat() takes python numbers, 0-d tensors, integer counts and per-member [M, 1]
+    tensors; a key given twice adds up, agg="max" takes the max and a NaN wins it (so a
+    diverged member shows), and the subclass's keys come before the shell's."""
+    from proxylab.optim.base import ProxyOptimizer, tensor_numel, tensor_sum
+
+    class Probe(ProxyOptimizer):  # u = g, plus three probes of its own
+        def __init__(self, params):
+            super().__init__(params, dict(lr=0.1))
+
+        def direction(self, p, g, state, hp):
+            st = hp["stacked"]
+            if self.probing:
+                self.stat("frac_pos", tensor_sum(g > 0, st), tensor_numel(g, st))  # int64 count
+                self.stat("twice", 1.0, 2)
+                self.stat("twice", torch.tensor(float(tensor_numel(g, st))), 6.0)
+                dims = tuple(range(1, g.ndim)) if st else tuple(range(g.ndim))
+                self.stat("peak", g.abs().amax(dim=dims, keepdim=st), 2.0, agg="max")
+            return g
+
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(1, 2, requires_grad=True)
+    opt = Probe([dict(params=[a, b], names=["a", "b"])])
+    a.grad, b.grad = torch.tensor([1.0, -2.0, 3.0]), torch.tensor([[-1.0, 4.0]])
+    opt.probe_next_step()
+    opt.step()
+    per, s = opt.last_tensor_stats, opt.last_stats
+    assert list(per["a"])[:4] == ["frac_pos", "twice", "peak", "update_rms"]
+    assert per["a"]["frac_pos"] == pytest.approx(2 / 3)
+    assert per["b"]["frac_pos"] == pytest.approx(1 / 2)
+    assert per["a"]["twice"] == pytest.approx(4 / 8) and per["b"]["twice"] == pytest.approx(3 / 8)
+    assert per["a"]["peak"] == pytest.approx(1.5) and per["b"]["peak"] == pytest.approx(2.0)
+    assert s["opt/frac_pos"] == pytest.approx(3 / 5)
+    assert s["opt/twice"] == pytest.approx(7 / 16)
+    assert s["opt/peak"] == pytest.approx(2.0)
+    assert s["opt/update_rms"] == pytest.approx(math.sqrt((14 + 17) / 5))
+    assert opt.last_member_stats == {}
+
+    c, d = torch.zeros(2, 2, requires_grad=True), torch.zeros(2, 3, requires_grad=True)
+    opt = Probe([dict(params=[c, d], stacked=True)])
+    c.grad = torch.tensor([[1.0, 1.0], [-1.0, 5.0]])
+    d.grad = torch.tensor([[-1.0, -1.0, -1.0], [2.0, 2.0, float("nan")]])
+    opt.probe_next_step()
+    opt.step()
+    m = opt.last_member_stats
+    assert m["opt/frac_pos"] == pytest.approx([2 / 5, 3 / 5])
+    assert m["opt/update_rms"][0] == pytest.approx(1.0)        # sqrt((2 + 3) / (2 + 3))
+    assert m["opt/cos_update_grad"][0] == pytest.approx(1.0)
+    assert m["opt/peak"][0] == pytest.approx(0.5) and math.isnan(m["opt/peak"][1])
+    assert math.isnan(opt.last_stats["opt/peak"])
+
+
 def test_usable_as_plain_torch_optimizer_with_scheduler_and_state_dict():
     model = Tiny()
     opt = po.Lion(model.parameters(), lr=1e-3, weight_decay=0.1)

@@ -87,6 +87,7 @@ Example: ``self.stat("frac_v_below_eps", (v.sqrt() < eps).sum(), v.numel())``.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Iterable
 
@@ -173,6 +174,114 @@ def check_hparam(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
 
 
 # ----------------------------------------------------------------------------------
+# probe arithmetic on the host
+#
+# A probed step makes about ten numbers per tensor. Aggregated as tensors they cost a
+# tensor op (a few µs of dispatch) per addition, thousands per step: more than the step.
+# Instead every probe value reaches the host once (``_to_host``) and the arithmetic runs
+# on python floats, float64 like the tensors it replaces, at ~50 ns an operation. A value
+# is a list of floats: one, or one per member. The reported numbers keep their bits:
+# + - * / round the same in python and torch; the two places where they do not (torch's
+# float64 sqrt and its summation order) stay with torch, batched (``_sqrt_all``,
+# ``_pooled_sums``). The other helpers give what python lacks: torch's answers for x/0
+# and for NaN in max, and broadcasting a one-value list (a [1] tensor) against M members.
+
+
+def _to_host(values: list) -> list[list[float]]:
+    """Each value (a number or a tensor) as the list of its values, flattened, python floats.
+
+    Tensors of one (device, dtype, shape) cross in one stacked copy, not one per value: on
+    CPU that saves the dispatch of a conversion per value, on a GPU a sync per value.
+    Integer and bool tensors (counts) become floats as ``.to(float64)`` would.
+    """
+    out: list = [None] * len(values)
+    groups: dict[tuple, list[int]] = {}
+    for i, x in enumerate(values):
+        if isinstance(x, Tensor):
+            groups.setdefault((x.device, x.dtype, x.shape), []).append(i)
+        else:
+            out[i] = [float(x)]
+    for (_, dtype, shape), idx in groups.items():
+        flat = torch.stack([values[i] for i in idx]).view(-1).tolist()  # step: no_grad
+        if not dtype.is_floating_point:
+            flat = [float(v) for v in flat]
+        k = shape.numel()
+        for j, i in enumerate(idx):
+            out[i] = flat[j * k:(j + 1) * k]
+    return out
+
+
+def _pooled_sums(vectors: list[list[float]]) -> list[float]:
+    """The sum of each vector (members pooled), by torch in float64: its summation order is
+    not python's left to right, and the probes keep torch's bits. One tensor op per
+    distinct length (each row sums as its own 1-D tensor would)."""
+    out = [v[0] for v in vectors]
+    by_len: dict[int, list[int]] = {}
+    for i, v in enumerate(vectors):
+        if len(v) > 1:
+            by_len.setdefault(len(v), []).append(i)
+    for idx in by_len.values():
+        rows = torch.tensor([vectors[i] for i in idx], dtype=torch.float64)
+        for i, s in zip(idx, rows.sum(dim=1).tolist()):
+            out[i] = s
+    return out
+
+
+def _sqrt_all(values: list[float]) -> list[float]:
+    """Square roots by torch: its float64 sqrt on CPU is not correctly rounded and differs
+    from math.sqrt in the last bit for ~1% of inputs; the probes keep torch's bits."""
+    if not values:
+        return []
+    return torch.tensor(values, dtype=torch.float64).sqrt_().tolist()
+
+
+def _div(a: float, b: float) -> float:
+    """a / b as float64 tensors divide: x/0 is ±inf, 0/0 and nan/0 are nan (python raises)."""
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a != a or a == 0.0:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+def _max(a: float, b: float) -> float:
+    return a if a != a or a >= b else b             # torch.maximum: a nan on either side wins
+
+
+def _bcast(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:
+    """A one-value list repeated to the other's length (a [1] tensor against [M])."""
+    if len(a) != len(b):
+        if len(a) == 1:
+            a = a * len(b)
+        elif len(b) == 1:
+            b = b * len(a)
+        else:
+            raise ValueError(f"probe values of {len(a)} and {len(b)} members do not broadcast")
+    return a, b
+
+
+def _vsum(vectors: list[list[float]]) -> list[float]:
+    """Elementwise sum, left to right."""
+    acc = vectors[0]
+    for v in vectors[1:]:
+        acc = [x + y for x, y in zip(*_bcast(acc, v))]
+    return acc
+
+
+def _vmax(vectors: list[list[float]]) -> list[float]:
+    """Elementwise max (nan wins)."""
+    acc = vectors[0]
+    for v in vectors[1:]:
+        acc = [_max(x, y) for x, y in zip(*_bcast(acc, v))]
+    return acc
+
+
+def _vdiv(num: list[float], den: list[float]) -> list[float]:
+    return [_div(a, b) for a, b in zip(*_bcast(num, den))]
+
+
+# ----------------------------------------------------------------------------------
 
 
 class ProxyOptimizer(torch.optim.Optimizer):
@@ -241,7 +350,7 @@ class ProxyOptimizer(torch.optim.Optimizer):
                 loss = closure()
         probing = self.probing
         if probing:
-            records: list[tuple[str, bool, dict]] = []
+            records: list[tuple[str, bool, dict, Tensor, int]] = []
         for gi, group in enumerate(self.param_groups):
             mode, stacked = group["wd_mode"], group["stacked"]
             names = group.get("names")
@@ -275,86 +384,141 @@ class ProxyOptimizer(torch.optim.Optimizer):
                 else:
                     p.add_(u, alpha=-size)
                 if probing:
-                    self._core_stats(p, p.grad, u, size, rate, theta0, stacked)
+                    core = self._core_stats(p, p.grad, u, size, rate, theta0, stacked)
                     name = names[pi] if names else f"g{gi}.p{pi}"
-                    records.append((name, stacked, self._cur))
+                    records.append((name, stacked, self._cur, core, tensor_numel(p, stacked)))
                     self._cur = None
         if probing:
             self.probing = False
             self._finish_stats(records)
         return loss
 
-    def _core_stats(self, p, g, u, size, rate, theta0, stacked) -> None:
+    def _core_stats(self, p, g, u, size, rate, theta0, stacked) -> Tensor:
+        """The shell's sums for one tensor, rows ``_CORE_SUMS`` (each per member when stacked),
+        stacked into one tensor so that they reach the host in one copy with the others."""
         s = lambda x: tensor_sum(x, stacked)  # noqa: E731
-        n = tensor_numel(p, stacked)
+        sq = lambda x: s(x.mul_(x))           # noqa: E731  (x is a temporary: square in place)
         applied = u * size
-        delta = p - theta0
         decay = theta0 * rate                 # D_t (zero under l2 / none)
-        u2, g2 = s(u * u), s(g * g)
-        self.stat("update_rms", u2, n)
-        self.stat("applied_rms", s(applied * applied), n)
-        self.stat("decay_rms", s(decay * decay), n)
-        self.stat("rel_change", s(delta * delta), s(theta0 * theta0))
-        self.stat("cos_update_grad", s(u * g), (u2 * g2).sqrt())
-        self.stat("grad_rms", g2, n)
-        self.stat("param_rms", s(theta0 * theta0), n)
+        delta = p - theta0
+        # stack promotes mixed dtypes (float32 sums beside float64 ones under [M] float64
+        # hyperparameters) to the wider, which holds the narrower exactly
+        return torch.stack([s(u * u), sq(applied), sq(decay), sq(delta),
+                            s(u * g), s(g * g), s(theta0 * theta0)])
 
+    # _core_stats' rows, and the probes they make: (key, numerator, denominator), "n" being
+    # the element count (per member). cos_update_grad's denominator is rebuilt from the
+    # pooled Σu² and Σg² (see _ratios), so the one given here is never read.
+    _CORE_SUMS = ("u²", "applied²", "decay²", "Δθ²", "<u,g>", "g²", "θ²")
+    _CORE_PROBES = (("update_rms", "u²", "n"), ("applied_rms", "applied²", "n"),
+                    ("decay_rms", "decay²", "n"), ("rel_change", "Δθ²", "θ²"),
+                    ("cos_update_grad", "<u,g>", "one"), ("grad_rms", "g²", "n"),
+                    ("param_rms", "θ²", "n"))
     _SQRT_KEYS = ("update_rms", "applied_rms", "decay_rms", "rel_change", "grad_rms", "param_rms")
 
     def _finish_stats(self, records) -> None:
         """Per tensor (members pooled), over all tensors, and per member (stacked groups)."""
-        def vec(x):
-            if isinstance(x, Tensor):
-                return x.detach().to(torch.float64).flatten()
-            return torch.tensor([float(x)], dtype=torch.float64)
-
-        def value(key, num, den, agg, sums):
-            if agg == "max":
-                return num
-            if key == "cos_update_grad":  # Σ<u,g> / sqrt(Σ|u|² Σ|g|²)
-                den = (sums["update_rms"][0] * sums["grad_rms"][0]).sqrt()
-            v = num / den
-            return v.sqrt() if key in self._SQRT_KEYS else v
-
-        def finish(sums, as_list):
-            out = {}
-            for key, (num, den, agg) in sums.items():
-                v = value(key, num, den, agg, sums)
-                out[f"opt/{key}"] = [float(x) for x in v] if as_list else float(v)
-            return out
-
-        self.last_tensor_stats = {}
-        tot: dict[str, list] = {}
-        mem: dict[str, list] = {}
-        for name, stacked, rec in records:
-            per: dict[str, list] = {}
-            for key, items in rec.items():
-                agg = items[0][2]
+        tables: list[dict[str, list]] = []        # {key: [num, den, agg]}: per tensor, ...
+        tot: dict[str, list] = {}                 # ... over all tensors ...
+        mem: dict[str, list] = {}                 # ... and per member of stacked groups
+        for stacked, stats in self._host_stats(records):
+            per = {}
+            for key, (numv, denv, num, den, agg) in self._pool(stats).items():
+                per[key] = [[num], [den], agg]
+                a = tot.setdefault(key, [0.0, 0.0, agg])
                 if agg == "max":
-                    m = torch.stack([(vec(a) / vec(b)).max() for a, b, _ in items]).max()
-                    mv = torch.stack([vec(a) / vec(b) for a, b, _ in items]).amax(0)
-                    num, den, numv, denv = m, 1.0, mv, torch.ones_like(mv)
-                else:
-                    numv = sum(vec(a) for a, _, _ in items)
-                    denv = sum(vec(b) for _, b, _ in items)
-                    if key == "cos_update_grad":
-                        denv = torch.ones_like(numv)
-                    num, den = numv.sum(), denv.sum()
-                per[key] = [num, den, agg]
-                a = tot.setdefault(key, [torch.zeros((), dtype=torch.float64), 0.0, agg])
-                if agg == "max":
-                    a[0] = torch.maximum(a[0], num) if a[1] else num
+                    a[0] = _max(a[0], num) if a[1] else num
                     a[1] = 1.0
                 else:
                     a[0], a[1] = a[0] + num, a[1] + den
                 if stacked:
                     b = mem.get(key)
-                    if b is None or b[0].shape != numv.shape:
+                    if b is None or len(b[0]) != len(numv):
                         mem[key] = [numv, denv, agg]
                     elif agg == "max":
-                        b[0] = torch.maximum(b[0], numv)
+                        b[0] = _vmax([b[0], numv])
                     else:
-                        b[0], b[1] = b[0] + numv, b[1] + denv
-            self.last_tensor_stats[name] = {k[4:]: v for k, v in finish(per, False).items()}
-        self.last_stats = finish(tot, False)
-        self.last_member_stats = finish(mem, True)
+                        b[0], b[1] = _vsum([b[0], numv]), _vsum([b[1], denv])
+            tables.append(per)
+        tables.append({key: [[num], [den], agg] for key, (num, den, agg) in tot.items()})
+        tables.append(mem)
+
+        *per_tensor, total, members = self._ratios(tables)
+        self.last_tensor_stats = {name: {key: v[0] for key, v in out.items()}
+                                  for (name, *_), out in zip(records, per_tensor)}
+        self.last_stats = {f"opt/{key}": v[0] for key, v in total.items()}
+        self.last_member_stats = {f"opt/{key}": v for key, v in members.items()}
+
+    def _host_stats(self, records) -> list[tuple[bool, dict[str, list]]]:
+        """Per record (stacked, {key: [(num, den, agg), ...]}) with every num/den a list of
+        floats; the shell's probes come after the subclass's, the order they were made in."""
+        values = []                               # every tensor, to the host in one go
+        for _, _, rec, core, _ in records:
+            values.append(core)
+            values += [x for items in rec.values() for num, den, _ in items for x in (num, den)]
+        host = iter(_to_host(values))             # read back in the same order
+        out = []
+        for _, stacked, rec, _, n in records:
+            core = next(host)
+            k = len(core) // len(self._CORE_SUMS)  # 1, or M when stacked
+            rows = {r: core[i * k:(i + 1) * k] for i, r in enumerate(self._CORE_SUMS)}
+            rows.update(n=[float(n)], one=[1.0])
+            stats = {key: [(next(host), next(host), agg) for _, _, agg in items]
+                     for key, items in rec.items()}
+            for key, num, den in self._CORE_PROBES:
+                stats.setdefault(key, []).append((rows[num], rows[den], "sum"))
+            out.append((stacked, stats))
+        return out
+
+    @staticmethod
+    def _pool(stats: dict[str, list]) -> dict[str, tuple]:
+        """One tensor's {key: (numv, denv, num, den, agg)}: several values of a key add up
+        elementwise (agg "sum": numv, denv) or take the elementwise max of num/den (agg
+        "max": numv, ones); num and den pool the members (their sums, or the max and 1)."""
+        vecs = {}
+        for key, items in stats.items():
+            agg = items[0][2]
+            if agg == "max":
+                numv = _vmax([_vdiv(a, b) for a, b, _ in items])
+                vecs[key] = (numv, [1.0] * len(numv), agg)
+            else:
+                numv = _vsum([a for a, _, _ in items])
+                denv = [1.0] * len(numv) if key == "cos_update_grad" else \
+                    _vsum([b for _, b, _ in items])
+                vecs[key] = (numv, denv, agg)
+        sums = iter(_pooled_sums([v for numv, denv, agg in vecs.values() if agg != "max"
+                                  for v in (numv, denv)]))
+        return {key: (numv, denv, functools.reduce(_max, numv), 1.0, agg) if agg == "max"
+                else (numv, denv, next(sums), next(sums), agg)
+                for key, (numv, denv, agg) in vecs.items()}
+
+    def _ratios(self, tables: list[dict[str, list]]) -> list[dict[str, list[float]]]:
+        """Each {key: [num, den, agg]} as {key: values}: num/den (agg "sum"; its sqrt for the
+        RMS keys) or num (agg "max"); cos_update_grad is Σ<u,g> / sqrt(Σ|u|² Σ|g|²).
+
+        All tables at once, so that the square roots take two torch calls (``_sqrt_all``).
+        """
+        def cos_parts(t):
+            return _bcast(t["update_rms"][0], t["grad_rms"][0])
+
+        cos_tables = [t for t in tables
+                      if "cos_update_grad" in t and t["cos_update_grad"][2] != "max"]
+        cos_dens = iter(_sqrt_all([u2 * g2 for t in cos_tables for u2, g2 in zip(*cos_parts(t))]))
+        outs: list[dict[str, list[float]]] = []
+        rooted: list[tuple[dict, str]] = []       # (out, key) still to take the sqrt of
+        for t in tables:
+            out: dict[str, list[float]] = {}
+            for key, (num, den, agg) in t.items():
+                if agg == "max":
+                    out[key] = list(num)
+                    continue
+                if key == "cos_update_grad":
+                    den = [next(cos_dens) for _ in cos_parts(t)[0]]
+                out[key] = _vdiv(num, den)
+                if key in self._SQRT_KEYS:
+                    rooted.append((out, key))
+            outs.append(out)
+        roots = iter(_sqrt_all([x for out, key in rooted for x in out[key]]))
+        for out, key in rooted:
+            out[key] = [next(roots) for _ in out[key]]
+        return outs
