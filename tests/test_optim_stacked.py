@@ -109,3 +109,15 @@ def test_member_stats_equal_separate_stats(name):
         assert len(per_member) == M
         for i in range(M):
             assert per_member[i] == pytest.approx(opts[i].last_stats[key], rel=1e-9), key
+
+
+def test_aggregated_stats_pool_members_like_one_big_tensor():
+    """Aggregates over a stacked group divide by M per-member counts: with every member's
+    Lion update at exactly |u| = 1, update_rms is 1 (not sqrt(M))."""
+    p = torch.nn.Parameter(torch.randn(M, 5, 3, dtype=F64))
+    p.grad = torch.randn_like(p)
+    opt = po.Lion([{"params": [p], "stacked": True, "role": "hidden"}], lr=1e-3)
+    opt.probe_next_step()
+    opt.step()
+    assert opt.last_stats["opt/update_rms"] == pytest.approx(1.0)
+    assert opt.last_member_stats["opt/update_rms"] == pytest.approx([1.0] * M)

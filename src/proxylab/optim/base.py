@@ -485,6 +485,8 @@ class ProxyOptimizer(torch.optim.Optimizer):
                 numv = _vsum([a for a, _, _ in items])
                 denv = [1.0] * len(numv) if key == "cos_update_grad" else \
                     _vsum([b for _, b, _ in items])
+                if len(denv) == 1 < len(numv):   # one per-member count (numel) for M members
+                    denv = denv * len(numv)
                 vecs[key] = (numv, denv, agg)
         sums = iter(_pooled_sums([v for numv, denv, agg in vecs.values() if agg != "max"
                                   for v in (numv, denv)]))
