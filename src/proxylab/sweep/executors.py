@@ -8,7 +8,7 @@ Every executor turns a list of configs into a stream of events, delivered to the
     ("progress", run_id, (step, total))
     ("finished", run_id, RunResult)     done or diverged
     ("failed",   run_id, traceback_text)
-    ("abandoned", run_id, reason)       never started (e.g. the pool broke); stays pending
+    ("abandoned", run_id, reason)       never started and given up on; stays pending
 
 Workers never touch the store, so parallel workers cannot corrupt or duplicate anything:
 the driver is the single writer (see ``proxylab.sweep.driver``). A Ray backend implements
@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue as queue_mod
 import signal
+import threading
+import time
 import traceback
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import wait as wait_any
 from typing import Callable, Protocol
 
 from proxylab.config import ConfigError, RunConfig
@@ -85,16 +88,32 @@ class InlineExecutor:
 
 # ----------------------------------------------------------------------------------
 # local process pool
+#
+# Why it is built this way:
+# * Events go over a plain pipe that the worker writes synchronously (mp.Queue hands them to a
+#   feeder thread instead), so a run's last event is in the pipe before its future completes.
+#   The driver still waits up to RESULT_GRACE_S after a future completes for the run's
+#   finished/failed event (a target may emit from a thread) before it gives the run up.
+# * One worker that dies (OOM kill, segfault, os._exit) breaks a ProcessPoolExecutor as a
+#   whole. The pool's unfinished runs are then suspects: each is re-run alone in a 1-worker
+#   pool, and the one that kills its own worker is recorded failed; the others finish normally
+#   (re-running emits 'started' again and the driver's start_run drops the earlier metrics).
+#   At most `workers` runs are submitted at a time, so unsubmitted runs are never suspects.
+# * Each pool has its own pipe and lock: a killed worker may leave the lock held or a message
+#   half-written. Once the pool's workers are all dead, the driver closes its own copy of the
+#   write end and reads to EOF, so a half-written message ends the read instead of hanging it.
+#   The healthy workers of a broken pool are killed at once: their runs are re-run anyway.
 
-_QUEUE = None
-_PARENT = None
+_PIPE = _LOCK = _PARENT = None
 
 
-def _init_worker(q, threads: int, parent_pid: int) -> None:
-    global _QUEUE, _PARENT
-    _QUEUE, _PARENT = q, parent_pid
+def _init_worker(pipe, lock, threads: int, parent_pid: int) -> None:
+    global _PIPE, _LOCK, _PARENT
+    _PIPE, _LOCK, _PARENT = pipe, lock, parent_pid
     # Ctrl-C goes to the whole process group; the driver alone decides what happens.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # An idle worker emits nothing, so the progress-time check cannot catch it being orphaned.
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch  # noqa: PLC0415
 
@@ -102,76 +121,156 @@ def _init_worker(q, threads: int, parent_pid: int) -> None:
     torch.set_num_interop_threads(1)
 
 
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(1.0)
+    os._exit(3)
+
+
+def _emit(event: Event) -> None:
+    """Send one event to the driver; it is in the pipe when this returns."""
+    try:
+        with _LOCK:                    # two workers' messages above PIPE_BUF would interleave
+            _PIPE.send(event)
+    except OSError:                    # the driver is gone (kill -9): nobody reads results
+        os._exit(3)
+
+
 def _worker_run(cfg: RunConfig) -> None:
-    execute_one(cfg, _QUEUE.put, _PARENT)
+    execute_one(cfg, _emit, _PARENT)
+
+
+def _death(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"exit code {code} (killed by {signal.Signals(-code).name})"
+        except ValueError:
+            pass
+    return f"exit code {code}"
 
 
 class LocalExecutor:
-    """A pool of `workers` spawned processes with `threads` torch threads each."""
+    """A pool of `workers` spawned processes with `threads` torch threads each.
 
-    def __init__(self, workers: int, threads: int = 1):
+    `target(cfg)` runs one config in a worker (default `_worker_run`); it must be a
+    module-level function so that spawned workers can import it.
+    """
+
+    RESULT_GRACE_S = 60.0   # after a run's future completed, how long its last event may lag
+
+    def __init__(self, workers: int, threads: int = 1,
+                 target: Callable[[RunConfig], None] | None = None):
         self.workers, self.threads = workers, max(1, threads)
+        self.target = target or _worker_run
 
     def run(self, configs: list[RunConfig], handle: Handle) -> None:
-        if not configs:
-            return
+        self._handle, self._started = handle, set()
+        todo, suspects = deque(configs), deque()
+        while todo or suspects:
+            if suspects:
+                # One suspect at a time, alone: a pool that breaks now was broken by its run.
+                culprits, exitcodes = self._run_pool(suspects, 1)
+                for cfg in culprits:
+                    handle(("failed", cfg.id, f"worker process died: {_death(exitcodes[-1])}"))
+            else:
+                suspects.extend(self._run_pool(todo, self.workers)[0])
+
+    def _run_pool(self, todo: deque, n: int) -> tuple[list[RunConfig], list[int | None]]:
+        """Run configs popped from `todo` on a fresh pool of `n` workers until `todo` is empty
+        and every submitted run has its finished/failed event. If a worker dies, return the
+        submitted runs that have none (the suspects) and the workers' exit codes instead."""
         ctx = mp.get_context("spawn")
-        events = ctx.Queue()
-        pending_ids = {c.id for c in configs}
-        self._started: set[str] = set()
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(configs)), mp_context=ctx,
+        reader, writer = ctx.Pipe(duplex=False)
+        pool = ProcessPoolExecutor(max_workers=min(n, len(todo)), mp_context=ctx,
                                    initializer=_init_worker,
-                                   initargs=(events, self.threads, os.getpid()))
+                                   initargs=(writer, ctx.Lock(), self.threads, os.getpid()))
+        procs: dict = {}      # pid -> Process, every worker this pool started
+        open_runs: dict[str, RunConfig] = {}          # submitted, no terminal event yet
+        busy: dict = {}       # future -> run id, for runs a worker is on
+        grace: dict[str, tuple[float, str]] = {}     # future completed: (deadline, reason)
         try:
-            futures = {pool.submit(_worker_run, c): c.id for c in configs}
-            self._loop(futures, events, handle, pending_ids)
+            broken = False
+            while not broken and (todo or open_runs):
+                while todo and len(busy) < n:
+                    cfg = todo.popleft()
+                    try:
+                        busy[pool.submit(self.target, cfg)] = cfg.id
+                    except BrokenProcessPool:
+                        todo.appendleft(cfg)
+                        broken = True
+                        break
+                    open_runs[cfg.id] = cfg
+                    procs.update(getattr(pool, "_processes", None) or {})   # spawned on submit
+                self._read(reader, open_runs, timeout=0.1)
+                now = time.monotonic()
+                for f in [f for f in busy if f.done()]:
+                    rid, exc = busy.pop(f), f.exception()
+                    if isinstance(exc, BrokenProcessPool):
+                        broken = True
+                    elif rid in open_runs and exc is None:
+                        grace[rid] = (now + self.RESULT_GRACE_S,
+                                      "worker ended without reporting a result")
+                    elif rid in open_runs:     # the target raised: no terminal event is coming
+                        grace[rid] = (now + 2.0, f"worker error: {exc!r}")
+                for rid, (deadline, reason) in list(grace.items()):
+                    if rid not in open_runs:
+                        del grace[rid]
+                    elif now > deadline:
+                        del grace[rid]
+                        self._give_up(rid, open_runs, reason)
+                # The pool itself can miss a death until its next result: CPython 3.11 wakes
+                # its manager thread *before* spawning the worker a submit() asks for, so that
+                # worker's sentinel may go unwatched. Watch them here (without reaping them).
+                if wait_any([p.sentinel for p in procs.values()], timeout=0):
+                    broken = True
+            if not broken:
+                pool.shutdown(wait=True)
+                return [], []
+            # A worker died and the pool is lost: stop the others now. Whatever they sent is
+            # already in the pipe (sends are synchronous); read it up to EOF.
+            procs.update(getattr(pool, "_processes", None) or {})
+            for p in procs.values():
+                p.kill()                   # a no-op for the dead ones
+            pool.shutdown(wait=True)       # its manager thread reaps them: exit codes are known
+            writer.close()
+            self._read(reader, open_runs, timeout=0)
+            return list(open_runs.values()), [p.exitcode for p in procs.values()]
         except BaseException:
             # Ctrl-C or a store error: stop the workers now; their runs stay 'running' in the
             # store and are redone on the next start (as after kill -9).
-            for proc in list(getattr(pool, "_processes", {}).values()):
-                proc.kill()
+            procs.update(getattr(pool, "_processes", None) or {})
+            for p in procs.values():
+                p.kill()
             pool.shutdown(wait=False, cancel_futures=True)
+            for p in procs.values():
+                p.join(timeout=1.0)
             raise
-        pool.shutdown(wait=True)
+        finally:
+            writer.close()
+            reader.close()
 
-    def _loop(self, futures, events, handle: Handle, pending_ids: set[str]) -> None:
-        while futures or pending_ids:
-            self._drain(events, handle, pending_ids, timeout=0.2)
-            done, _ = wait(list(futures), timeout=0, return_when=FIRST_COMPLETED)
-            for f in done:
-                rid = futures.pop(f)
-                exc = f.exception()
-                if exc is not None and rid in pending_ids:
-                    # the worker process died (BrokenProcessPool) or could not run it
-                    self._drain(events, handle, pending_ids, timeout=0.5)
-                    if rid in pending_ids:
-                        pending_ids.discard(rid)
-                        # a run that never started stays pending for the next attempt
-                        kind = "failed" if rid in self._started else "abandoned"
-                        handle((kind, rid, f"worker error: {exc!r}"))
-            if not futures and pending_ids:
-                # all futures returned; their final events may still be in flight
-                self._drain(events, handle, pending_ids, timeout=2.0)
-                for rid in list(pending_ids):
-                    pending_ids.discard(rid)
-                    kind = "failed" if rid in self._started else "abandoned"
-                    handle((kind, rid, "worker ended without reporting a result"))
-
-    def _drain(self, events, handle: Handle, pending_ids: set[str], timeout: float) -> None:
-        try:
-            ev = events.get(timeout=timeout)
-        except (queue_mod.Empty, EOFError, OSError, BrokenProcessPool):
-            return
+    def _read(self, reader, open_runs: dict[str, RunConfig], timeout: float) -> None:
+        """Hand the driver every event waiting in the pipe, waiting up to `timeout` for one."""
         while True:
-            if ev[0] in ("finished", "failed"):
-                pending_ids.discard(ev[1])
-            elif ev[0] == "started":
-                self._started.add(ev[1])
-            handle(ev)
             try:
-                ev = events.get_nowait()
-            except (queue_mod.Empty, EOFError, OSError):
+                if not reader.poll(timeout):
+                    return
+                kind, rid, payload = reader.recv()
+            except (EOFError, OSError):   # every writer is gone: nothing more can come
                 return
+            timeout = 0
+            if rid not in open_runs:
+                continue                  # a late event of a run already given up on
+            if kind == "started":
+                self._started.add(rid)
+            elif kind in ("finished", "failed"):
+                del open_runs[rid]
+            self._handle((kind, rid, payload))
+
+    def _give_up(self, rid: str, open_runs: dict[str, RunConfig], reason: str) -> None:
+        del open_runs[rid]
+        # a run that never started stays pending for the next attempt
+        self._handle(("failed" if rid in self._started else "abandoned", rid, reason))
 
 
 def make_executor(workers: int, threads: int = 0, backend: str = "local") -> Executor:
