@@ -94,6 +94,9 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
+from proxylab.optim.probe_math import (bcast, div_like_torch, max_like_torch, pooled_sums,
+                                       sqrt_all, to_host, vdiv, vmax, vsum)
+
 WD_MODES = ("decoupled", "independent", "l2", "none")
 ROLES = ("embedding", "hidden", "head", "norm", "bias")
 
@@ -171,114 +174,6 @@ def check_hparam(name: str, value: Any, lo: float = 0.0, hi: float = math.inf,
                 or v < lo or v > hi or (hi_open and v == hi):
             span = f"[{lo}, {hi})" if hi_open else f"[{lo}, {hi}]"
             raise _config_error(f"optim.{name}: {value!r} is out of range; allowed {span}")
-
-
-# ----------------------------------------------------------------------------------
-# probe arithmetic on the host
-#
-# A probed step makes about ten numbers per tensor. Aggregated as tensors they cost a
-# tensor op (a few µs of dispatch) per addition, thousands per step: more than the step.
-# Instead every probe value reaches the host once (``_to_host``) and the arithmetic runs
-# on python floats, float64 like the tensors it replaces, at ~50 ns an operation. A value
-# is a list of floats: one, or one per member. The reported numbers keep their bits:
-# + - * / round the same in python and torch; the two places where they do not (torch's
-# float64 sqrt and its summation order) stay with torch, batched (``_sqrt_all``,
-# ``_pooled_sums``). The other helpers give what python lacks: torch's answers for x/0
-# and for NaN in max, and broadcasting a one-value list (a [1] tensor) against M members.
-
-
-def _to_host(values: list) -> list[list[float]]:
-    """Each value (a number or a tensor) as the list of its values, flattened, python floats.
-
-    Tensors of one (device, dtype, shape) cross in one stacked copy, not one per value: on
-    CPU that saves the dispatch of a conversion per value, on a GPU a sync per value.
-    Integer and bool tensors (counts) become floats as ``.to(float64)`` would.
-    """
-    out: list = [None] * len(values)
-    groups: dict[tuple, list[int]] = {}
-    for i, x in enumerate(values):
-        if isinstance(x, Tensor):
-            groups.setdefault((x.device, x.dtype, x.shape), []).append(i)
-        else:
-            out[i] = [float(x)]
-    for (_, dtype, shape), idx in groups.items():
-        flat = torch.stack([values[i] for i in idx]).view(-1).tolist()  # step: no_grad
-        if not dtype.is_floating_point:
-            flat = [float(v) for v in flat]
-        k = shape.numel()
-        for j, i in enumerate(idx):
-            out[i] = flat[j * k:(j + 1) * k]
-    return out
-
-
-def _pooled_sums(vectors: list[list[float]]) -> list[float]:
-    """The sum of each vector (members pooled), by torch in float64: its summation order is
-    not python's left to right, and the probes keep torch's bits. One tensor op per
-    distinct length (each row sums as its own 1-D tensor would)."""
-    out = [v[0] for v in vectors]
-    by_len: dict[int, list[int]] = {}
-    for i, v in enumerate(vectors):
-        if len(v) > 1:
-            by_len.setdefault(len(v), []).append(i)
-    for idx in by_len.values():
-        rows = torch.tensor([vectors[i] for i in idx], dtype=torch.float64)
-        for i, s in zip(idx, rows.sum(dim=1).tolist()):
-            out[i] = s
-    return out
-
-
-def _sqrt_all(values: list[float]) -> list[float]:
-    """Square roots by torch: its float64 sqrt on CPU is not correctly rounded and differs
-    from math.sqrt in the last bit for ~1% of inputs; the probes keep torch's bits."""
-    if not values:
-        return []
-    return torch.tensor(values, dtype=torch.float64).sqrt_().tolist()
-
-
-def _div(a: float, b: float) -> float:
-    """a / b as float64 tensors divide: x/0 is ±inf, 0/0 and nan/0 are nan (python raises)."""
-    try:
-        return a / b
-    except ZeroDivisionError:
-        if a != a or a == 0.0:
-            return math.nan
-        return math.copysign(math.inf, a) * math.copysign(1.0, b)
-
-
-def _max(a: float, b: float) -> float:
-    return a if a != a or a >= b else b             # torch.maximum: a nan on either side wins
-
-
-def _bcast(a: list[float], b: list[float]) -> tuple[list[float], list[float]]:
-    """A one-value list repeated to the other's length (a [1] tensor against [M])."""
-    if len(a) != len(b):
-        if len(a) == 1:
-            a = a * len(b)
-        elif len(b) == 1:
-            b = b * len(a)
-        else:
-            raise ValueError(f"probe values of {len(a)} and {len(b)} members do not broadcast")
-    return a, b
-
-
-def _vsum(vectors: list[list[float]]) -> list[float]:
-    """Elementwise sum, left to right."""
-    acc = vectors[0]
-    for v in vectors[1:]:
-        acc = [x + y for x, y in zip(*_bcast(acc, v))]
-    return acc
-
-
-def _vmax(vectors: list[list[float]]) -> list[float]:
-    """Elementwise max (nan wins)."""
-    acc = vectors[0]
-    for v in vectors[1:]:
-        acc = [_max(x, y) for x, y in zip(*_bcast(acc, v))]
-    return acc
-
-
-def _vdiv(num: list[float], den: list[float]) -> list[float]:
-    return [_div(a, b) for a, b in zip(*_bcast(num, den))]
 
 
 # ----------------------------------------------------------------------------------
@@ -427,7 +322,7 @@ class ProxyOptimizer(torch.optim.Optimizer):
                 per[key] = [[num], [den], agg]
                 a = tot.setdefault(key, [0.0, 0.0, agg])
                 if agg == "max":
-                    a[0] = _max(a[0], num) if a[1] else num
+                    a[0] = max_like_torch(a[0], num) if a[1] else num
                     a[1] = 1.0
                 else:
                     a[0], a[1] = a[0] + num, a[1] + den
@@ -436,9 +331,9 @@ class ProxyOptimizer(torch.optim.Optimizer):
                     if b is None or len(b[0]) != len(numv):
                         mem[key] = [numv, denv, agg]
                     elif agg == "max":
-                        b[0] = _vmax([b[0], numv])
+                        b[0] = vmax([b[0], numv])
                     else:
-                        b[0], b[1] = _vsum([b[0], numv]), _vsum([b[1], denv])
+                        b[0], b[1] = vsum([b[0], numv]), vsum([b[1], denv])
             tables.append(per)
         tables.append({key: [[num], [den], agg] for key, (num, den, agg) in tot.items()})
         tables.append(mem)
@@ -456,7 +351,7 @@ class ProxyOptimizer(torch.optim.Optimizer):
         for _, _, rec, core, _ in records:
             values.append(core)
             values += [x for items in rec.values() for num, den, _ in items for x in (num, den)]
-        host = iter(_to_host(values))             # read back in the same order
+        host = iter(to_host(values))             # read back in the same order
         out = []
         for _, stacked, rec, _, n in records:
             core = next(host)
@@ -479,18 +374,18 @@ class ProxyOptimizer(torch.optim.Optimizer):
         for key, items in stats.items():
             agg = items[0][2]
             if agg == "max":
-                numv = _vmax([_vdiv(a, b) for a, b, _ in items])
+                numv = vmax([vdiv(a, b) for a, b, _ in items])
                 vecs[key] = (numv, [1.0] * len(numv), agg)
             else:
-                numv = _vsum([a for a, _, _ in items])
+                numv = vsum([a for a, _, _ in items])
                 denv = [1.0] * len(numv) if key == "cos_update_grad" else \
-                    _vsum([b for _, b, _ in items])
+                    vsum([b for _, b, _ in items])
                 if len(denv) == 1 < len(numv):   # one per-member count (numel) for M members
                     denv = denv * len(numv)
                 vecs[key] = (numv, denv, agg)
-        sums = iter(_pooled_sums([v for numv, denv, agg in vecs.values() if agg != "max"
+        sums = iter(pooled_sums([v for numv, denv, agg in vecs.values() if agg != "max"
                                   for v in (numv, denv)]))
-        return {key: (numv, denv, functools.reduce(_max, numv), 1.0, agg) if agg == "max"
+        return {key: (numv, denv, functools.reduce(max_like_torch, numv), 1.0, agg) if agg == "max"
                 else (numv, denv, next(sums), next(sums), agg)
                 for key, (numv, denv, agg) in vecs.items()}
 
@@ -498,14 +393,14 @@ class ProxyOptimizer(torch.optim.Optimizer):
         """Each {key: [num, den, agg]} as {key: values}: num/den (agg "sum"; its sqrt for the
         RMS keys) or num (agg "max"); cos_update_grad is Σ<u,g> / sqrt(Σ|u|² Σ|g|²).
 
-        All tables at once, so that the square roots take two torch calls (``_sqrt_all``).
+        All tables at once, so that the square roots take two torch calls (``sqrt_all``).
         """
         def cos_parts(t):
-            return _bcast(t["update_rms"][0], t["grad_rms"][0])
+            return bcast(t["update_rms"][0], t["grad_rms"][0])
 
         cos_tables = [t for t in tables
                       if "cos_update_grad" in t and t["cos_update_grad"][2] != "max"]
-        cos_dens = iter(_sqrt_all([u2 * g2 for t in cos_tables for u2, g2 in zip(*cos_parts(t))]))
+        cos_dens = iter(sqrt_all([u2 * g2 for t in cos_tables for u2, g2 in zip(*cos_parts(t))]))
         outs: list[dict[str, list[float]]] = []
         rooted: list[tuple[dict, str]] = []       # (out, key) still to take the sqrt of
         for t in tables:
@@ -516,11 +411,11 @@ class ProxyOptimizer(torch.optim.Optimizer):
                     continue
                 if key == "cos_update_grad":
                     den = [next(cos_dens) for _ in cos_parts(t)[0]]
-                out[key] = _vdiv(num, den)
+                out[key] = vdiv(num, den)
                 if key in self._SQRT_KEYS:
                     rooted.append((out, key))
             outs.append(out)
-        roots = iter(_sqrt_all([x for out, key in rooted for x in out[key]]))
+        roots = iter(sqrt_all([x for out, key in rooted for x in out[key]]))
         for out, key in rooted:
             out[key] = [next(roots) for _ in out[key]]
         return outs
