@@ -54,7 +54,7 @@ def cmd_run(args) -> int:
     s = result.summary
     print(f"final train loss {_fmt(s.get('final_train_loss'))}  val loss {_fmt(s.get('final_val_loss'))}"
           + (f"  val acc {_fmt(s['final_val_acc'])}" if s.get("final_val_acc") is not None else "")
-          + f"  tokens/s {_fmt(s.get('tokens_per_s'))}  steps {s.get('steps_done')}")
+          + f"  tokens/s {s.get('tokens_per_s') or float('nan'):.0f}  steps {s.get('steps_done')}")
     if status == "diverged":
         print(f"diverged at step {s.get('diverged_step')}")
     return EXIT_OK
