@@ -57,7 +57,7 @@ def crash_beside_neighbour(cfg):
             open(running, "w").close()
             wait_for(died)
             time.sleep(10.0)
-    ex.execute_one(cfg, emit, ex._PARENT)
+    ex.execute_one(cfg, emit)
 
 
 def late_final_event(cfg):
@@ -70,7 +70,7 @@ def late_final_event(cfg):
             threading.Thread(target=lambda: (time.sleep(3.0), ex._emit(ev))).start()
         else:
             ex._emit(ev)
-    ex.execute_one(cfg, emit, ex._PARENT)
+    ex.execute_one(cfg, emit)
 
 
 def terminal_events(events):

@@ -50,7 +50,8 @@ def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
                             fingerprints=fingerprints)
         for k, v in outcome.counts().items():
             counts[k] = counts.get(k, 0) + v
-    per_sweep = {spec.name: make_report(store, spec.name, out / spec.name) for spec in specs}
+    for spec in specs:
+        make_report(store, spec.name, out / spec.name)
     if hasattr(study, "figures"):
         study.figures(store, specs, out)
     summary = {
@@ -58,7 +59,7 @@ def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
         "quick": quick,
         "sweeps": [s.name for s in specs],
         "verdicts": study.verdicts(store, specs),
-        "reports": {s: f"{s}/index.html" for s in per_sweep},   # each with its summary.json
+        "reports": {s.name: f"{s.name}/index.html" for s in specs},   # each with its summary.json
     }
     write_json_atomic(out / "summary.json", summary)
     _write_index(out, study, summary)

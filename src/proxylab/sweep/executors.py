@@ -42,8 +42,8 @@ class Executor(Protocol):
 class EventReporter:
     """A train-loop Reporter that turns callbacks into executor events."""
 
-    def __init__(self, run_id: str, emit: Callable[[Event], None], parent_pid: int | None = None):
-        self.run_id, self.emit, self.parent_pid = run_id, emit, parent_pid
+    def __init__(self, run_id: str, emit: Callable[[Event], None]):
+        self.run_id, self.emit = run_id, emit
 
     def started(self, meta):
         self.emit(("started", self.run_id, meta))
@@ -52,19 +52,16 @@ class EventReporter:
         self.emit(("metrics", self.run_id, rows))
 
     def progress(self, step, total):
-        # A worker whose driver was killed (kill -9) stops instead of training on as an orphan.
-        if self.parent_pid is not None and os.getppid() != self.parent_pid:
-            os._exit(3)
         self.emit(("progress", self.run_id, (step, total)))
 
 
-def execute_one(cfg: RunConfig, emit: Callable[[Event], None], parent_pid: int | None = None) -> None:
+def execute_one(cfg: RunConfig, emit: Callable[[Event], None]) -> None:
     """Run one config and emit its events; failures become a 'failed' event, never a raise."""
     from proxylab.train.loop import train  # noqa: PLC0415 (keeps the sweep room importable without torch)
 
     rid = cfg.id
     try:
-        result = train(cfg, EventReporter(rid, emit, parent_pid))
+        result = train(cfg, EventReporter(rid, emit))
     except Exception:  # noqa: BLE001 -- any failure of one run is recorded; the sweep goes on
         emit(("failed", rid, traceback.format_exc(limit=20)))
     else:
@@ -104,15 +101,16 @@ class InlineExecutor:
 #   write end and reads to EOF, so a half-written message ends the read instead of hanging it.
 #   The healthy workers of a broken pool are killed at once: their runs are re-run anyway.
 
-_PIPE = _LOCK = _PARENT = None
+_PIPE = _LOCK = None
 
 
 def _init_worker(pipe, lock, threads: int, parent_pid: int) -> None:
-    global _PIPE, _LOCK, _PARENT
-    _PIPE, _LOCK, _PARENT = pipe, lock, parent_pid
+    global _PIPE, _LOCK
+    _PIPE, _LOCK = pipe, lock
     # Ctrl-C goes to the whole process group; the driver alone decides what happens.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # An idle worker emits nothing, so the progress-time check cannot catch it being orphaned.
+    # A worker whose driver was killed (kill -9) exits instead of training on as an orphan;
+    # a thread, so that idle workers notice too.
     threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch  # noqa: PLC0415
@@ -137,7 +135,7 @@ def _emit(event: Event) -> None:
 
 
 def _worker_run(cfg: RunConfig) -> None:
-    execute_one(cfg, _emit, _PARENT)
+    execute_one(cfg, _emit)
 
 
 def _death(code: int | None) -> str:

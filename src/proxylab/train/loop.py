@@ -98,12 +98,11 @@ def evaluate(model, batches, *, has_accuracy: bool, autocast) -> dict[str, float
         with autocast():
             logits = model(x)
         _, ce, logz = lm_loss(logits, y, 0.0)
-        k = int((y[:, -logits.shape[1]:] != -100).sum())
+        correct, k = accuracy(logits, y)          # k: positions that carry a target
         total_ce += float(ce) * k
         total_logz += float(logz) * k
         n_tok += k
-        if has_accuracy:
-            n_correct += accuracy(logits, y)[0]
+        n_correct += correct
     out = {"val/loss": total_ce / n_tok, "logz_mean": total_logz / n_tok}
     if has_accuracy:
         out["val/acc"] = n_correct / n_tok
