@@ -1,4 +1,5 @@
-"""Export a store (or one sweep of it) to Parquet or CSV for other tools.
+"""Export a store (or one sweep of it) to Parquet or CSV for other tools, or into TensorBoard
+and MLflow (``proxylab.store.trackers``; optional extras).
 
 Layout: two tables, joined by ``run_id``.
 - ``OUT`` (e.g. ``results.parquet``): the runs table, exactly ``Store.runs(sweep)``: one row
@@ -30,7 +31,8 @@ from proxylab.store.schema import dumps
 if TYPE_CHECKING:
     import pandas as pd
 
-FORMATS = ("parquet", "csv")
+FORMATS = ("parquet", "csv", "tensorboard", "mlflow")
+TRACKERS = ("tensorboard", "mlflow")   # written by proxylab.store.trackers
 SUFFIXES = {"parquet": (".parquet", ".pq"), "csv": (".csv",)}
 
 
@@ -85,9 +87,18 @@ def export(store: Store, out_path: str | os.PathLike, fmt: str = "parquet",
            sweep: str | None = None) -> dict[str, Path]:
     """Write the runs and metrics tables (see the module doc); -> ``{"runs": p, "metrics": p}``.
 
-    Bad input (format, suffix, unknown sweep) raises :class:`ConfigError` before anything is
-    written.
+    ``tensorboard`` and ``mlflow`` write into a folder or tracking URI instead and return
+    ``{"runs": folder or URI}`` (see :mod:`proxylab.store.trackers`).
+    Bad input (format, suffix, unknown sweep, a missing extra) raises :class:`ConfigError`
+    before anything is written.
     """
+    check_format(fmt)
+    if fmt in TRACKERS:
+        from proxylab.store import trackers  # noqa: PLC0415
+
+        if sweep is not None:
+            store.sweep_spec(sweep)            # an unknown sweep: ConfigError, nothing written
+        return getattr(trackers, f"export_{fmt}")(store, out_path, sweep=sweep)
     runs_path, metrics_path = export_paths(out_path, fmt)
     with store.snapshot():  # both tables from one consistent state
         runs = store.runs(sweep=sweep)
