@@ -1,35 +1,54 @@
-"""Built-in studies end to end in their --quick form (slow; `make test` runs them)."""
+"""Built-in studies end to end in their --smoke form (slow; `make test` runs them).
+
+The smoke form checks the plumbing (sweeps run, verdicts are computed from the stored runs
+with the shared rule, figures and pages are written), not the claims: a smoke-sized run is
+too small for a verdict to mean anything, so no test pins a verdict's status. The quick and
+full forms' measured verdicts are in the README.
+"""
 
 import json
 
 import pytest
 
+from proxylab.analysis.verdict import STATUSES
 from proxylab.cli import main
 
 
+def check_summary(summary: dict, name: str, n_verdicts: int) -> None:
+    assert summary["study"] == name and summary["size"] == "smoke"
+    assert len(summary["verdicts"]) == n_verdicts
+    for v in summary["verdicts"]:
+        assert v["status"] in STATUSES and v["claim"] and v["reason"]
+        ev = v["evidence"]
+        assert {"estimate", "interval", "margin", "direction", "n"} <= set(ev), ev
+
+
 @pytest.mark.slow
-def test_lr_width_quick_study(tmp_path, capsys):
+def test_lr_width_smoke_study(tmp_path, capsys):
     out = tmp_path / "study"
-    assert main(["study", "lr-width", "--quick", "--out", str(out), "--workers", "2"]) == 0
+    assert main(["study", "lr-width", "--smoke", "--out", str(out), "--workers", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["study"] == "lr-width" and summary["quick"] is True
-    assert summary["sweeps"] == ["lr-width-quick"]
-    (v,) = summary["verdicts"]
-    ev = v["evidence"]
+    check_summary(summary, "lr-width", 1)
+    assert summary["sweeps"] == ["lr-width-smoke"]
+    ev = summary["verdicts"][0]["evidence"]
     assert len(ev["sp_lr_opt"]) == 2 and len(ev["mup_lr_opt"]) == 2
-    # Seeded and single-threaded per run, the quick form reproduces the claim on this CPU
-    # with a wide margin (measured: SP slope -1.08, muP +0.05 in log2 LR per log2 width).
-    assert v["status"] == "reproduced", ev
-    assert ev["sp_slope_log2lr_per_log2width"] < -0.5 < ev["mup_slope_log2lr_per_log2width"]
+    assert ev["bootstrap_unit"] == "optim.lr" and ev["n"] == 3
     assert (out / "index.html").exists() and (out / "optimal_lr_vs_width.png").exists()
-    assert (out / "lr-width-quick" / "loss_vs_lr.png").exists()
+    assert (out / "lr-width-smoke" / "loss_vs_lr.png").exists()
     assert "study report:" in capsys.readouterr().out
     # started again, the study finds every run done and only redraws
-    assert main(["study", "lr-width", "--quick", "--out", str(out), "--workers", "2"]) == 0
+    assert main(["study", "lr-width", "--smoke", "--out", str(out), "--workers", "2"]) == 0
     assert json.loads((out / "summary.json").read_text())["verdicts"] == summary["verdicts"]
 
 
 def test_unknown_study_is_bad_input(tmp_path, capsys):
     assert main(["study", "nope", "--out", str(tmp_path / "x")]) == 2
     assert "lr-width" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_quick_and_smoke_together_are_bad_input(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["study", "lr-width", "--quick", "--smoke", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2
     assert not (tmp_path / "x").exists()

@@ -154,7 +154,8 @@ def cmd_study(args) -> int:
     from proxylab.studies import run_study  # noqa: PLC0415
 
     db = args.db or os.environ.get("PROXYLAB_DB") or None   # default: OUT/proxylab.db
-    summary_path, counts = run_study(args.name, quick=args.quick, out=args.out, db=db,
+    summary_path, counts = run_study(args.name, quick=args.quick, smoke=args.smoke,
+                                     out=args.out, db=db,
                                      workers=args.workers)
     print(f"study report: {Path(summary_path).parent.resolve() / 'index.html'}")
     if counts.get("failed"):
@@ -237,7 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = with_db(sub.add_parser("study", help="a built-in study end to end"))
     sp.add_argument("name")
-    sp.add_argument("--quick", action="store_true")
+    size = sp.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true",
+                      help="a first look: <= 10 min on 2 cores (default: the full form)")
+    size.add_argument("--smoke", action="store_true",
+                      help="the tests' form: <= 1 min, checks the plumbing, not the claims")
     sp.add_argument("--out", default=None)
     sp.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1))
     sp.set_defaults(func=cmd_study)

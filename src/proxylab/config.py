@@ -24,9 +24,15 @@ class ConfigError(ValueError):
     """Bad user input: names the key or file and what is allowed (CLI exit code 2)."""
 
 
-def _opt(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
-    """A config field with its allowed values attached as metadata."""
-    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc}
+def _opt(default, *, choices=None, lo=None, hi=None, lo_open=False, doc="", added=False):
+    """A config field with its allowed values attached as metadata.
+
+    ``added=True`` marks a key introduced after run ids were first issued: while it holds
+    its default it is left out of the run id, so adding a key never changes existing ids
+    (stores keep resuming, golden ids keep matching). Every new key must pass it.
+    """
+    meta = {"choices": choices, "lo": lo, "hi": hi, "lo_open": lo_open, "doc": doc,
+            "added": added}
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -38,20 +44,22 @@ def _opt(default, *, choices=None, lo=None, hi=None, lo_open=False, doc=""):
 
 @dataclass(frozen=True, kw_only=True)
 class TaskConfig:
-    name: str = _opt("text", choices=("text", "modular"), doc="data / task family")
+    name: str = _opt("text", choices=("text", "modular", "digits"), doc="data / task family")
     seq_len: int = _opt(128, lo=1, doc="tokens per sequence (text)")
     path: str = _opt("", doc="'' = built-in corpus; a text file/folder or a .bin token file/folder")
     vocab_size: int = _opt(0, lo=0, doc="token files: 0 = largest token id + 1")
     val_frac: float = _opt(0.1, lo=0.0, hi=0.5, lo_open=True, doc="text: share of documents held out")
     p: int = _opt(97, lo=2, doc="modular: the modulus (prime for ÷)")
     op: str = _opt("+", choices=("+", "-", "*", "/", "x2+y2"), doc="modular: the operation")
-    train_frac: float = _opt(0.5, lo=0.0, hi=1.0, lo_open=True, doc="modular: share of pairs used for training")
+    train_frac: float = _opt(0.5, lo=0.0, hi=1.0, lo_open=True, doc="modular: share of pairs used for training; digits: share of images")
     full_batch: bool = _opt(False, doc="modular: every step uses the whole training set")
+    corrupt_frac: float = _opt(0.0, lo=0.0, hi=1.0, added=True,
+                               doc="modular: share of training labels replaced by random ones (xi)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    name: str = _opt("gpt", choices=("gpt", "mlp"), doc="model family")
+    name: str = _opt("gpt", choices=("gpt", "mlp", "answer_tf", "cnn"), doc="model family")
     width: int = _opt(128, lo=1, doc="residual / hidden width")
     depth: int = _opt(2, lo=1, doc="transformer blocks (gpt) or hidden layers (mlp)")
     heads: int = _opt(4, lo=1, doc="attention heads (gpt); must divide width")
@@ -63,6 +71,10 @@ class ModelConfig:
     param: str = _opt("sp", choices=("sp", "mup"), doc="parameterization")
     base_width: int = _opt(128, lo=1, doc="muP: width whose init and LRs sp and mup share (attention scale still differs)")
     init_scale: float = _opt(1.0, lo=0.0, lo_open=True, doc="multiplies every init std")
+    quant: str = _opt("none", choices=("none", "bitnet158"), added=True,
+                      doc="bitnet158 = BitLinear (ternary weights, 8-bit activations) in the hidden matrices")
+    quant_scale: str = _opt("absmean", choices=("absmean", "absmedian"), added=True,
+                            doc="bitnet158: weight scale gamma = mean|W| (BitNet) or median|W| (Reloaded)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +89,8 @@ class OptimConfig:
     eps: float = _opt(1e-8, lo=0.0, doc="denominator epsilon")
     decay_embeddings: bool = _opt(False, doc="apply weight decay to embeddings")
     decay_head: bool = _opt(True, doc="apply weight decay to the output head")
+    wd_until: float = _opt(1.0, lo=0.0, hi=1.0, added=True,
+                           doc="weight decay is switched off after this fraction of train.steps (BitNet FAQ: 0.5)")
     extra: dict = _opt({}, doc="optimizer-specific hyperparameters, e.g. optim.extra.ns_steps=5")
 
 
@@ -103,6 +117,11 @@ class TrainConfig:
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"), doc="auto = cuda when present")
     threads: int = _opt(0, lo=0, doc="torch threads; 0 = all cores inline, 1 per worker in pools")
     precision: str = _opt("fp32", choices=("fp32", "bf16"), doc="bf16 = autocast matmuls")
+    checkpoint_every: int = _opt(0, lo=0, added=True,
+                                 doc="save a resumable checkpoint every N steps next to the store; 0 = off")
+    checkpoint_keep: int = _opt(2, lo=1, added=True, doc="checkpoints: how many of the newest to keep")
+    checkpoint_keep_every: int = _opt(0, lo=0, added=True,
+                                      doc="checkpoints: also keep every step that is a multiple of N; 0 = none")
 
 
 SECTIONS: dict[str, type] = {
@@ -286,7 +305,17 @@ def load_config(path: str | Path | None = None, sets: list[str] | tuple[str, ...
 
 
 def canonical_json(cfg: RunConfig) -> str:
-    return json.dumps(cfg.to_dict(), sort_keys=True, separators=(",", ":"))
+    """The hashed form: every key, except ``added`` keys that hold their default."""
+    d = cfg.to_dict()
+    for s, cls in SECTIONS.items():
+        for f in fields(cls):
+            if f.metadata.get("added") and d[s][f.name] == _default(f):
+                del d[s][f.name]
+    return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
 def run_id(cfg: RunConfig) -> str:

@@ -1,6 +1,7 @@
 """Built-in studies: a sweep, its analyses, its figures and verdicts, end to end.
 
-Each study module defines ``NAME``, ``CLAIM``, ``sweeps(quick) -> list[SweepSpec]`` and
+Each study module defines ``NAME``, ``CLAIM``, ``sweeps(size) -> list[SweepSpec]`` (size one
+of ``SIZES``: ``smoke`` for the tests, ``quick`` for a first look, ``full``) and
 ``verdicts(store, sweeps) -> list[dict]``; optionally ``figures(store, out_dir)``.
 `run_study` runs the sweeps (resuming whatever is already in the store), writes the report
 of each sweep and a study-level ``summary.json`` with the DESIGN.md fields.
@@ -16,6 +17,7 @@ from pathlib import Path
 from proxylab.config import ConfigError
 
 STUDIES = {"lr-width": "proxylab.studies.lr_width"}
+SIZES = ("smoke", "quick", "full")
 
 
 def get_study(name: str):
@@ -24,7 +26,8 @@ def get_study(name: str):
     return importlib.import_module(STUDIES[name])
 
 
-def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
+def run_study(name: str, *, quick: bool = False, smoke: bool = False,
+              out: str | Path | None = None,
               db: str | Path | None = None, workers: int = 1,
               show_progress: bool = True) -> tuple[Path, dict[str, int]]:
     """Run a built-in study; returns the path of its summary.json and the run counts of
@@ -35,9 +38,12 @@ def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
     from proxylab.sweep.driver import preflight, run_sweep  # noqa: PLC0415
     from proxylab.sweep.executors import make_executor  # noqa: PLC0415
 
+    if quick and smoke:
+        raise ConfigError("study: choose --quick or --smoke, not both")
+    size = "smoke" if smoke else "quick" if quick else "full"
     study = get_study(name)
-    out = Path(out or Path("reports") / (name + ("-quick" if quick else "")))
-    specs = study.sweeps(quick)
+    out = Path(out or Path("reports") / (name + ("" if size == "full" else f"-{size}")))
+    specs = study.sweeps(size)
     fingerprints = {}
     for spec in specs:
         fingerprints.update(preflight(spec.expand()))
@@ -57,6 +63,7 @@ def run_study(name: str, *, quick: bool = False, out: str | Path | None = None,
     summary = {
         "study": name,
         "quick": quick,
+        "size": size,
         "sweeps": [s.name for s in specs],
         "verdicts": study.verdicts(store, specs),
         "reports": {s.name: f"{s.name}/index.html" for s in specs},   # each with its summary.json
@@ -80,7 +87,7 @@ def _write_index(out: Path, study, summary: dict) -> None:
             "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
             "td{border:1px solid #ccc;padding:4px;vertical-align:top}"
             ".reproduced{color:green}.not_reproduced{color:#b00}.inconclusive{color:#a60}</style>"
-            f"<h1>Study {study.NAME}{' (quick)' if summary['quick'] else ''}</h1>"
+            f"<h1>Study {study.NAME}{'' if summary['size'] == 'full' else ' (' + summary['size'] + ')'}</h1>"
             f"<p>{html.escape(study.__doc__ or '')}</p><table><tr><th>claim</th><th>verdict</th>"
             f"<th>evidence</th></tr>{rows}</table>{figs}<h2>Sweep reports</h2><ul>{links}</ul>")
     tmp = out / ".index.html.tmp"

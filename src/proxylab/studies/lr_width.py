@@ -21,31 +21,37 @@ NAME = "lr-width"
 CLAIM = "muP keeps the loss-optimal Adam LR fixed across width; SP's optimum shrinks with width"
 
 
-def sweeps(quick: bool) -> list[SweepSpec]:
-    widths = [32, 128] if quick else [32, 64, 128, 256]
-    lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1] if quick else [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
+def sweeps(size: str) -> list[SweepSpec]:
+    quick = size != "full"
+    widths = {"smoke": [16, 32], "quick": [32, 128], "full": [32, 64, 128, 256]}[size]
+    lrs = {"smoke": [3e-3, 1e-2, 3e-2],
+           "quick": [1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+           "full": [3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]}[size]
     base = {
         "task.name": "text", "task.seq_len": 64,
         "model.name": "gpt", "model.depth": 2, "model.heads": 4, "model.base_width": widths[0],
         "optim.name": "adamw", "optim.beta2": 0.95, "optim.weight_decay": 0.0,
         "schedule.name": "cosine", "schedule.warmup": 0.1,
-        "train.batch_size": 16, "train.steps": 150 if quick else 600,
+        "train.batch_size": 16 if size != "smoke" else 8,
+        "train.steps": {"smoke": 30, "quick": 150, "full": 600}[size],
         "train.eval_every": 50 if quick else 100, "train.eval_batches": 4,
     }
-    return [SweepSpec(name=NAME + ("-quick" if quick else ""), base=base,
+    return [SweepSpec(name=NAME + ("" if size == "full" else f"-{size}"), base=base,
                       grid={"model.param": ["sp", "mup"], "model.width": widths, "optim.lr": lrs},
-                      seeds=None if quick else [0, 1], description=CLAIM)]
+                      seeds=None if size == "smoke" else [0, 1],
+                      description=CLAIM)]
+
+
+def _final(store, spec: SweepSpec):
+    return final_metrics(store.runs(sweep=spec.name), store.metrics(sweep=spec.name))
 
 
 def _optima(store, spec: SweepSpec):
-    runs = store.runs(sweep=spec.name)
-    fm = final_metrics(runs, store.metrics(sweep=spec.name))
-    return optimal_lr(lr_curves(fm))
+    return optimal_lr(lr_curves(_final(store, spec)))
 
 
 def verdicts(store, specs: list[SweepSpec]) -> list[dict]:
-    v = transfer_verdict(_optima(store, specs[0]))
-    return [{"claim": CLAIM, **v}]
+    return [transfer_verdict(_final(store, specs[0]))]
 
 
 def figures(store, specs: list[SweepSpec], out_dir) -> None:
