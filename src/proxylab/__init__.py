@@ -7,9 +7,10 @@ configs are :class:`pl.RunConfig`; optimizers live in :mod:`proxylab.optim`.
 __version__ = "0.1.0"
 
 from proxylab.config import ConfigError, RunConfig, load_config  # noqa: E402
-from proxylab.api import load, run, sweep  # noqa: E402
+from proxylab.api import checkpoint_steps, load, load_checkpoint, run, sweep  # noqa: E402
 
-__all__ = ["ConfigError", "RunConfig", "load", "load_config", "run", "sweep", "__version__",
+__all__ = ["ConfigError", "RunConfig", "checkpoint_steps", "load", "load_checkpoint", "load_config",
+           "run", "sweep", "__version__",
            "analysis", "optim", "report", "store"]
 
 

@@ -48,6 +48,23 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path, *, db=None, workers:
                      fingerprints=fingerprints)
 
 
+def load_checkpoint(run_id: str, step: int | None = None, *, db=None):
+    """A run's checkpoint at ``step`` (None = newest): ``.model()``, ``.config``, ``.rows``.
+    ``checkpoint_steps(run_id)`` lists the stored steps (see proxylab.train.checkpoint)."""
+    from proxylab.store import default_db_path  # noqa: PLC0415
+    from proxylab.train.checkpoint import load_checkpoint as _load  # noqa: PLC0415
+
+    return _load(run_id, step, db=db or default_db_path())
+
+
+def checkpoint_steps(run_id: str, *, db=None) -> list[int]:
+    """Steps at which ``run_id`` has a stored checkpoint, ascending."""
+    from proxylab.store import default_db_path  # noqa: PLC0415
+    from proxylab.train.checkpoint import list_steps  # noqa: PLC0415
+
+    return list_steps(run_id, db or default_db_path())
+
+
 def load(db=None):
     """The store, for reading: ``pl.load().runs()`` / ``.metrics()`` return DataFrames."""
     from proxylab.store import load as load_store  # noqa: PLC0415

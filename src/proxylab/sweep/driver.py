@@ -141,11 +141,20 @@ def run_sweep(spec: SweepSpec, store, executor: Executor, *, show_progress: bool
                         {c.id: c.train.steps for c in todo},
                         stream=stream, enabled=show_progress, skipped=skipped)
     writer = StoreWriter(store, progress)
+    use_checkpoints_of(store)
     try:
         executor.run(todo, writer.handle)
     finally:
         progress.close()
     return SweepOutcome(spec.name, len(configs), skipped, writer.statuses)
+
+
+def use_checkpoints_of(store) -> None:
+    """Runs started from here on (and workers spawned from here) keep their checkpoints
+    (train.checkpoint_every) next to this store; see proxylab.train.checkpoint."""
+    from proxylab.train.checkpoint import use_store  # noqa: PLC0415
+
+    use_store(store.path)
 
 
 def run_one(cfg: RunConfig, store, *, force: bool = False,
@@ -166,5 +175,6 @@ def run_one(cfg: RunConfig, store, *, force: bool = False,
         return RunResult(cfg.id, status, info.get("summary") or {}), status, False
     store.add_runs(None, [(cfg.id, cfg.to_dict())])
     writer = StoreWriter(store)
+    use_checkpoints_of(store)
     InlineExecutor().run([cfg], writer.handle)
     return writer.results.get(cfg.id), writer.statuses.get(cfg.id), True

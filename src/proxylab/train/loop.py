@@ -23,6 +23,7 @@ from proxylab.config import RunConfig, run_id
 from proxylab.models import build_model
 from proxylab.optim import build_optimizer
 from proxylab.tasks import build_task
+from proxylab.train.checkpoint import LOOP_STATE, Checkpointer
 from proxylab.train.schedules import lr_multiplier
 
 Rows = list[tuple[int, str, float]]
@@ -145,6 +146,10 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     def autocast():
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
+    ckpt = Checkpointer(cfg, task.fingerprint, rep)      # train.checkpoint_every (0: a no-op)
+    rep = ckpt.reporter                                  # keeps the rows a checkpoint carries
+    resumed = ckpt.restore(model, opt, gen, device)      # newest checkpoint of this run, or None
+
     # What only the worker knows; the store adds versions, git commit and platform
     # (proxylab.store.meta) when it records the start.
     rep.started({
@@ -160,15 +165,20 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     t_start = time.perf_counter()
     train_time = 0.0          # seconds spent in training steps (excludes evaluation)
     tokens = 0
-    ev = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast)
-    init_loss = ev["val/loss"]
-    rep.metrics([(0, k, v) for k, v in ev.items()] + [(0, "tokens", 0.0), (0, "wall_s", 0.0)])
-    last_eval = ev
-    best_val = init_loss
+    if resumed is None:
+        ev = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast)
+        init_loss = ev["val/loss"]
+        rep.metrics([(0, k, v) for k, v in ev.items()] + [(0, "tokens", 0.0), (0, "wall_s", 0.0)])
+        last_eval = ev
+        best_val = init_loss
     status, diverged_at, interval_losses = "done", None, []
     step = 0
+    if resumed is not None:   # continue right after the checkpoint's step
+        step, tokens, train_time, init_loss, best_val, last_eval, interval_losses, ce_val = (
+            resumed[k] for k in LOOP_STATE)
+        t_start -= resumed["elapsed_s"]
 
-    for step in range(1, tc.steps + 1):
+    for step in range(step + 1, tc.steps + 1):
         t0 = time.perf_counter()
         s_t = lr_multiplier(cfg.schedule, step - 1, tc.steps)
         for g in opt.param_groups:
@@ -228,6 +238,10 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         rep.progress(step, tc.steps)
         if status == "diverged":
             break
+        ckpt.maybe_save(step, model, opt, gen, {
+            "tokens": tokens, "train_time": train_time, "init_loss": init_loss, "best_val": best_val,
+            "last_eval": last_eval, "interval_losses": interval_losses, "ce_val": ce_val,
+            "elapsed_s": time.perf_counter() - t_start})
 
     summary = {
         "steps_done": step,
