@@ -68,9 +68,12 @@ class ModelConfig:
     qk_norm: bool = _opt(False, doc="per-head LayerNorm on queries and keys (Wortsman et al.)")
     pos: str = _opt("learned", choices=("learned", "rope"), doc="position encoding")
     bias: bool = _opt(False, doc="biases in linear layers")
-    param: str = _opt("sp", choices=("sp", "mup"), doc="parameterization")
+    param: str = _opt("sp", choices=("sp", "mup", "mup-simple"),
+                      doc="sp; mup (full: init, LRs, 1/d_h attention); mup-simple (LR x base/width on hidden matrices only)")
     base_width: int = _opt(128, lo=1, doc="muP: width whose init and LRs sp and mup share (attention scale still differs)")
     init_scale: float = _opt(1.0, lo=0.0, lo_open=True, doc="multiplies every init std")
+    qk_kappa: float = _opt(0.0, lo=0.0, added=True,
+                           doc="> 0: impose q, k = sqrt(kappa) z / RMS(z) per head (Wortsman's transplant)")
     quant: str = _opt("none", choices=("none", "bitnet158"), added=True,
                       doc="bitnet158 = BitLinear (ternary weights, 8-bit activations) in the hidden matrices")
     quant_scale: str = _opt("absmean", choices=("absmean", "absmedian"), added=True,
@@ -111,6 +114,8 @@ class TrainConfig:
     eval_batches: int = _opt(4, lo=1, doc="fixed validation batches per evaluation")
     log_every: int = _opt(10, lo=1, doc="record optimizer/param probes every N steps")
     z_loss: float = _opt(0.0, lo=0.0, doc="coefficient of mean(log(Z)^2) added to the loss")
+    loss_scale: float = _opt(1.0, lo=0.0, lo_open=True, added=True,
+                             doc="loss x this before backward (gradients scaled, losses reported unscaled)")
     grad_clip: float = _opt(1.0, lo=0.0, doc="global grad-norm clip; 0 = off")
     diverge_factor: float = _opt(3.0, lo=1.0, lo_open=True,
                                  doc="stop as diverged when train loss > factor * initial loss")

@@ -44,11 +44,12 @@ TRANSFER_CLAIM = Claim(
 
 def transfer_verdict(final_df: pd.DataFrame, *, param_key: str = "model.param",
                      width_key: str = "model.width", lr_key: str = LR_KEY,
-                     claim: Claim = TRANSFER_CLAIM, n_boot: int = 300, seed: int = 0) -> dict:
+                     mup: str = "mup", claim: Claim = TRANSFER_CLAIM, n_boot: int = 300, seed: int = 0) -> dict:
     """Verdict on "μP pins the optimal LR across width; SP moves it", via :func:`decide`.
 
     The effect is |SP slope| − |μP slope| (slopes of log2 optimal LR against log2 width,
-    one per parameterization; every other varied axis must be absent). The interval is a
+    one per parameterization; ``mup`` names the μP variant, ``mup`` or ``mup-simple``; every
+    other varied axis must be absent). The interval is a
     bootstrap over seeds, or over LR grid points with one seed. An optimum on the edge of
     the LR grid makes its slope a bound, not a measurement: the verdict is then
     inconclusive whatever the interval says.
@@ -66,9 +67,9 @@ def transfer_verdict(final_df: pd.DataFrame, *, param_key: str = "model.param",
 
     def effect(runs: pd.DataFrame) -> float:
         s = slopes(runs)
-        if "sp" not in s or "mup" not in s:
+        if "sp" not in s or mup not in s:
             return math.nan
-        return abs(s["sp"]["slope_log2lr_per_log2width"]) - abs(s["mup"]["slope_log2lr_per_log2width"])
+        return abs(s["sp"]["slope_log2lr_per_log2width"]) - abs(s[mup]["slope_log2lr_per_log2width"])
 
     seeds = final_df["train.seed"].nunique() if "train.seed" in final_df else 1
     unit = "train.seed" if seeds >= 2 else lr_key

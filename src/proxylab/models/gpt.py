@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from proxylab.models import param
+from proxylab.models.bitlinear import quantize_model
 from proxylab.models.layers import MLP, CausalSelfAttention, Norm
 
 
@@ -40,6 +41,7 @@ class GPT(nn.Module):
         # learned absolute positions, or none here when RoPE rotates q and k inside attention
         self.pos_emb = nn.Embedding(seq_len, cfg.width) if cfg.pos == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg, seq_len) for _ in range(cfg.depth))
+        quantize_model(cfg, self.blocks)  # model.quant: BitLinear in the blocks' matrices only
         self.norm_f = Norm(cfg.width, cfg.norm, cfg.bias)
         self.head = nn.Linear(cfg.width, vocab_size, bias=cfg.bias)  # untied from tok_emb
         param.init_weights(self, cfg)
@@ -56,9 +58,31 @@ class GPT(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """LongTensor[B, T] -> float32 logits [B, T, V] (float32 also under bf16 autocast)."""
         h = self.embed(x)
-        for block in self.blocks:
+        record, self._record = getattr(self, "_record", False), False
+        for i, block in enumerate(self.blocks):
             h = block(h)
+            if record:   # the residual stream after each block (Wortsman et al. Fig. C.1)
+                with torch.no_grad():
+                    hf = h.detach().float()
+                    self._probes[f"resid_rms/l{i}"] = float(hf.pow(2).mean().sqrt())
+                    self._probes[f"resid_l1/l{i}"] = float(hf.abs().mean())   # mup's coord check
         return self.head(self.norm_f(h)).float()
+
+    def probe_next_forward(self) -> None:
+        """Record per-layer probes during the next forward pass (read them with pop_probes)."""
+        self._record, self._probes = True, {}
+        for block in self.blocks:
+            block.attn.record = True
+
+    def pop_probes(self) -> dict[str, float]:
+        """attn/<stat>/l<i> for every layer (see layers.attention_stats), resid_rms/l<i> and
+        resid_l1/l<i> from the last probed forward pass; empty if none was probed."""
+        out = dict(getattr(self, "_probes", {}))
+        for i, block in enumerate(self.blocks):
+            out.update({f"attn/{k}/l{i}": v for k, v in block.attn.stats.items()})
+            block.attn.stats = {}
+        self._probes = {}
+        return out
 
     def param_roles(self) -> dict[str, str]:
         return param.param_roles(self)

@@ -5,7 +5,9 @@ Conventions (Wortsman et al. 2023 defaults unless a ModelConfig field says other
 - attention is causal, runs through ``F.scaled_dot_product_attention`` (flash kernels on CPU and
   CUDA) and projects q, k, v with ONE fused linear layer;
 - qk-layernorm normalises each head's d_h-vector, with one d_h-sized gain shared by all heads;
-- RoPE rotates q and k AFTER the qk-norm (the logits are those the model really uses).
+- RoPE rotates q and k AFTER the qk-norm (the logits are those the model really uses);
+- ``qk_kappa > 0`` imposes the logit scale (Wortsman et al. §3.4, the "transplant"): q and k
+  pass through g(z) = sqrt(kappa) * z / RMS(z) per head, after the qk-norm, before RoPE.
 
 Weights are initialised by the model that owns them (see ``param.init_weights``); the
 ``nn.Linear`` / ``nn.Embedding`` defaults here are overwritten.
@@ -89,6 +91,9 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = Norm(self.head_dim, cfg.norm, cfg.bias) if cfg.qk_norm else None
         self.k_norm = Norm(self.head_dim, cfg.norm, cfg.bias) if cfg.qk_norm else None
         self.rotary = Rotary(self.head_dim, max_len) if cfg.pos == "rope" else None
+        self.kappa = getattr(cfg, "qk_kappa", 0.0)
+        self.record = False       # set for one forward pass: then `stats` holds its probes
+        self.stats: dict[str, float] = {}
 
     def qkv_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """q, k, v as [B, H, T, D], after qk-norm and RoPE: exactly what the softmax sees."""
@@ -96,6 +101,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).view(B, T, 3, self.heads, self.head_dim).unbind(2)  # [B, T, H, D]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
+        if self.kappa > 0:
+            q, k = _impose_rms(q, self.kappa), _impose_rms(k, self.kappa)
         if self.rotary is not None:
             q, k = self.rotary(q), self.rotary(k)
         return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -103,6 +110,8 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv_heads(x)
+        if self.record:
+            self.stats, self.record = attention_stats(q, k, self.scale), False
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
@@ -114,6 +123,41 @@ class CausalSelfAttention(nn.Module):
         T = logits.shape[-1]
         causal = torch.ones(T, T, dtype=torch.bool, device=logits.device).tril()
         return logits.masked_fill(~causal, -math.inf).amax().item()
+
+
+def _impose_rms(z: Tensor, kappa: float) -> Tensor:
+    """g(z) = sqrt(kappa) * z / RMS(z) over the head dimension (the kappa transplant)."""
+    return z * torch.rsqrt(z.pow(2).mean(-1, keepdim=True) + NORM_EPS) * math.sqrt(kappa)
+
+
+@torch.no_grad()
+def attention_stats(q: Tensor, k: Tensor, scale: float) -> dict[str, float]:
+    """Probes of one attention layer from its q, k [B, H, T, D] (what the softmax sees).
+
+    Over the causal pairs (j <= i) of every batch row and head:
+      max_logit     max of scale * q_i.k_j
+      qk_norm       mean of scale * |q_i| |k_j|   (the logit's size if q and k were aligned)
+      qk_cos        mean cosine of q_i and k_j     (logit = qk_norm-like size * cosine)
+      entropy       mean over heads and queries i >= 1 of H(softmax row i) / log(i + 1),
+                    so 1 = uniform over the visible keys and 0 = one key (query 0 sees
+                    only itself and is left out)
+    """
+    q, k = q.float(), k.float()
+    T = q.shape[-2]
+    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
+    logits = (q @ k.transpose(-2, -1)) * scale                      # [B, H, T, T]
+    norms = q.norm(dim=-1)[..., :, None] * k.norm(dim=-1)[..., None, :] * scale
+    n_pairs = causal.sum() * logits.shape[0] * logits.shape[1]
+    cos = torch.where(causal, logits / norms.clamp_min(1e-30), 0.0)
+    logp = torch.log_softmax(logits.masked_fill(~causal, -math.inf), dim=-1)
+    ent = -(logp.exp() * logp.masked_fill(~causal, 0.0)).sum(-1)    # [B, H, T]
+    visible = torch.log(torch.arange(1, T + 1, device=q.device, dtype=torch.float32))
+    out = {"max_logit": logits.masked_fill(~causal, -math.inf).amax(),
+           "qk_norm": torch.where(causal, norms, 0.0).sum() / n_pairs,
+           "qk_cos": cos.sum() / n_pairs}
+    if T > 1:
+        out["entropy"] = (ent[..., 1:] / visible[1:]).mean()
+    return {name: float(v) for name, v in out.items()}
 
 
 class MLP(nn.Module):

@@ -24,7 +24,9 @@ Init (Wortsman et al. 2023, §2.1), every std multiplied by ``cfg.init_scale``:
 
 LR scales (muP for Adam; ``lr_scales()``): hidden and head weights get
 base_fan_in/fan_in = base_width/width; embeddings, norms and biases keep 1.0; sp is 1.0
-everywhere. Together with the attention scale 1/d_h (layers.py) this is Wortsman's "full"
+everywhere. ``mup-simple`` (Wortsman et al. §3.2 "μParam simple") is sp in every respect
+except that hidden matrices get base_width/width: the head, the init and the attention
+scale stay as in sp. Together with the attention scale 1/d_h (layers.py) this is Wortsman's "full"
 muP WITHOUT its zero-initialised queries (with qk-norm a zero query sits at the norm's
 singular point; Lingle 2024 finds zero-query makes little difference).
 """
@@ -70,8 +72,8 @@ def width_mult(cfg) -> float:
 
 def lr_scales(model: nn.Module, cfg) -> dict[str, float]:
     """Per-parameter LR multiplier: base_fan_in/fan_in on hidden and head weights under muP."""
-    mup = cfg.param == "mup"
-    return {name: (1.0 / width_mult(cfg) if mup and role in ("hidden", "head") else 1.0)
+    scaled = {"mup": ("hidden", "head"), "mup-simple": ("hidden",)}.get(cfg.param, ())
+    return {name: (1.0 / width_mult(cfg) if role in scaled else 1.0)
             for name, role in param_roles(model).items()}
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from proxylab.config import RunConfig, run_id
 from proxylab.models import build_model
+from proxylab.models.bitlinear import bitlinear_probes
 from proxylab.optim import build_optimizer
 from proxylab.tasks import build_task
 from proxylab.train.checkpoint import LOOP_STATE, Checkpointer
@@ -82,6 +83,13 @@ def lm_loss(logits: torch.Tensor, y: torch.Tensor, z_loss: float):
     return total, ce, logz.mean()
 
 
+@torch.no_grad()
+def _logz_min(logits: torch.Tensor, y: torch.Tensor) -> float:
+    """Smallest log Z over the positions that carry a target (output-logit drift shows here)."""
+    y = y[:, -logits.shape[1]:]
+    return float(torch.logsumexp(logits.detach().float()[y != -100], dim=-1).min())
+
+
 def accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
     y = y[:, -logits.shape[1]:]
     keep = y != -100
@@ -134,7 +142,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     gen = torch.Generator().manual_seed(tc.seed)
 
     task = build_task(cfg.task, seed=tc.seed)
-    model = build_model(cfg.model, vocab_size=task.vocab_size, seq_len=task.seq_len).to(device)
+    model = build_model(cfg.model, vocab_size=task.vocab_size, seq_len=task.seq_len,
+                        input_shape=getattr(task, "input_shape", None)).to(device)  # images
     opt = build_optimizer(model, cfg.optim)
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
@@ -183,14 +192,19 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         s_t = lr_multiplier(cfg.schedule, step - 1, tc.steps)
         for g in opt.param_groups:
             g["lr"] = g["peak_lr"] * s_t
+            if step - 1 >= cfg.optim.wd_until * tc.steps:  # optim.wd_until: decay off from here
+                g["weight_decay"] = 0.0
         x, y = task.train_batch(tc.batch_size, gen)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         probe = step % tc.log_every == 0 or step == tc.steps
+        if probe and hasattr(model, "probe_next_forward"):
+            model.probe_next_forward()      # per-layer attention / residual probes
         with autocast():
             logits = model(x)
         loss, ce, logz = lm_loss(logits, y, tc.z_loss)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # train.loss_scale: gradients (and so Adam's view of them) scaled, numbers reported unscaled
+        (loss * tc.loss_scale if tc.loss_scale != 1.0 else loss).backward()
         if tc.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
         else:
@@ -212,15 +226,20 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
                      (step, "grad_norm", grad_norm),
                      (step, "param_norm", global_norm(params)),
                      (step, "logz_train", float(logz.detach())),
+                     (step, "logz_train_min", float(_logz_min(logits, y))),
                      (step, "tokens", float(tokens)),
                      (step, "wall_s", time.perf_counter() - t_start)]
             if task.has_accuracy:
                 c, n = accuracy(logits.detach(), y)
                 rows.append((step, "train/acc", c / max(n, 1)))
+            if hasattr(model, "pop_probes"):
+                rows += [(step, k, v) for k, v in model.pop_probes().items()]
             rows += [(step, k, float(v)) for k, v in getattr(opt, "last_stats", {}).items()]
             rows += [(step, f"opt/{k}/{name}", float(v))           # per tensor, e.g.
                      for name, stats in getattr(opt, "last_tensor_stats", {}).items()  # opt/update_rms/head.weight
                      for k, v in stats.items()]
+            if cfg.model.quant != "none":  # quant/<stat>/<layer>: ternary shares, flips, ...
+                rows += [(step, k, v) for k, v in bitlinear_probes(model).items()]
             interval_losses = []
         if bad:
             rows.append((step, "train/loss_last", ce_val))
