@@ -11,29 +11,38 @@ with width, so it is N(0, 1) (torch's default, and muP's O(1) coordinates) times
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 from proxylab.models import param
+from proxylab.models.bitlinear import quantize_model
 
 
 class MLPModel(nn.Module):
-    def __init__(self, cfg, *, vocab_size: int, seq_len: int):
+    def __init__(self, cfg, *, vocab_size: int, seq_len: int, input_shape: tuple | None = None):
         super().__init__()
         self.cfg, self.vocab_size, self.seq_len = cfg, vocab_size, seq_len
-        self.tok_emb = nn.Embedding(vocab_size, cfg.width)
-        dims = [seq_len * cfg.width] + [cfg.width] * cfg.depth  # first layer sees all tokens
+        # images (input_shape, e.g. (1, 8, 8)): the pixels are the first layer's input
+        self.tok_emb = nn.Embedding(vocab_size, cfg.width) if input_shape is None else None
+        n_in = seq_len * cfg.width if input_shape is None else math.prod(input_shape)
+        dims = [n_in] + [cfg.width] * cfg.depth  # first layer sees all tokens (or pixels)
         self.layers = nn.ModuleList(nn.Linear(i, o, bias=cfg.bias) for i, o in zip(dims, dims[1:]))
+        quantize_model(cfg, self.layers)  # model.quant: BitLinear hidden layers, fp head
         self.head = nn.Linear(cfg.width, vocab_size, bias=cfg.bias)
         param.init_weights(self, cfg, embedding_std=1.0 * cfg.init_scale)
 
     def forward(self, x: Tensor) -> Tensor:
         """LongTensor[B, seq_len] -> float32 logits [B, 1, V] for the last position."""
-        if x.shape[1] != self.seq_len:
+        if self.tok_emb is None:  # images [B, C, H, W]
+            h = x.flatten(1)
+        elif x.shape[1] != self.seq_len:
             raise ValueError(f"the mlp takes exactly seq_len={self.seq_len} tokens, got {x.shape[1]}")
-        h = self.tok_emb(x).flatten(1)
+        else:
+            h = self.tok_emb(x).flatten(1)
         for layer in self.layers:
             h = F.relu(layer(h))  # ReLU: the usual choice for grokking MLPs
         return self.head(h)[:, None, :].float()
