@@ -177,6 +177,21 @@ def test_lr_sensitivity_conventions_and_range(final):
         lr_sensitivity(c, denominator="n+1")
 
 
+def test_lr_sensitivity_range_excluding_the_grid_optimum_takes_best_within_range():
+    # grid optimum 2.1 at 1e-2 lies outside [1e-1, 1]: ℓ* = 3.9 (the best inside the range),
+    # E = ((3.9 - 3.9) + (5.0 - 3.9)) / 2 = 0.55; with ℓ* over the grid it would be 2.35
+    s = lr_sensitivity(curve([3.1, 2.1, 3.9, 5.0]), lr_range=(1e-1, 1.0)).iloc[0]
+    assert s["lr_sensitivity"] == pytest.approx(0.55)
+    assert (s["best_loss"], s["lr_best"], s["n_lr"]) == (3.9, 1e-1, 2)
+    assert (s["lr_min"], s["lr_max"]) == (1e-1, 1.0)
+    # the bounds are inclusive (to 1e-9 relative: 1e-1 given as 0.1 * (1 + 1e-12) still counts)
+    s = lr_sensitivity(curve([3.1, 2.1, 3.9, 5.0]), lr_range=(0.1 * (1 + 1e-12), 0.99)).iloc[0]
+    assert (s["n_lr"], s["lr_sensitivity"]) == (1, 0.0)
+    # a range holding no grid point: nothing to average
+    s = lr_sensitivity(curve([3.1, 2.1, 3.9, 5.0]), lr_range=(2e-3, 5e-3)).iloc[0]
+    assert s["n_lr"] == 0 and math.isnan(s["lr_sensitivity"])
+
+
 def test_no_group_axes_gives_one_group():
     final = pd.DataFrame({"run_id": list("pq"), "status": ["done", "done"],
                           "optim.lr": [1e-3, 1e-2], "final_val_loss": [3.0, 2.0],

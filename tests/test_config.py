@@ -64,3 +64,44 @@ def test_to_dict_round_trip():
 
     cfg = load_config(sets=["model.width=64", "schedule.name=wsd"])
     assert from_dict(cfg.to_dict()) == cfg
+
+
+# ids issued before any `added=True` key existed (config.py at commit 42e2d1b): they must
+# keep resolving to the same runs in old stores and golden files
+OLD_IDS = {(): "386451b26de2",
+           ("model.width=64", "optim.lr=1e-2", "schedule.name=wsd"): "00b9a42d3ca4"}
+
+
+@pytest.mark.parametrize("sets", list(OLD_IDS))
+def test_ids_issued_before_added_keys_are_unchanged(sets):
+    assert run_id(load_config(sets=list(sets))) == OLD_IDS[sets]
+
+
+def test_a_new_added_key_at_its_default_keeps_every_id(monkeypatch):
+    """Add a key to TrainConfig the way a new feature does: with `added=True` an existing
+    config (the key at its default) keeps its id; a non-default value gets a new id; the same
+    key without `added=True` would have changed every id."""
+    import dataclasses
+
+    import proxylab.config as C
+
+    sets = ("model.width=64", "optim.lr=1e-2", "schedule.name=wsd")
+    cfg = load_config(sets=list(sets))
+
+    def with_new_key(added):
+        new = dataclasses.make_dataclass(
+            "TrainConfig", [("new_knob", float, C._opt(0.5, lo=0.0, added=added, doc="test"))],
+            bases=(C.TrainConfig,), frozen=True, kw_only=True)
+        monkeypatch.setitem(C.SECTIONS, "train", new)
+        old = dataclasses.asdict(cfg.train)
+        return (C.RunConfig(**{**{s: getattr(cfg, s) for s in C.SECTIONS if s != "train"},
+                               "train": new(**old)}),
+                C.RunConfig(**{**{s: getattr(cfg, s) for s in C.SECTIONS if s != "train"},
+                               "train": new(**old, new_knob=2.0)}))
+
+    at_default, moved = with_new_key(added=True)
+    assert at_default.flat()["train.new_knob"] == 0.5
+    assert run_id(at_default) == OLD_IDS[sets]
+    assert run_id(moved) != run_id(at_default)
+    at_default, _ = with_new_key(added=False)
+    assert run_id(at_default) != OLD_IDS[sets]

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from proxylab.config import ScheduleConfig, load_config
-from proxylab.train.loop import lm_loss, train
+from proxylab.train.loop import accuracy, lm_loss, train
 from proxylab.train.schedules import lr_multiplier
 
 TINY = ["model.width=32", "model.depth=1", "model.heads=2", "task.seq_len=32",
@@ -67,6 +67,34 @@ def test_z_loss_and_masked_accuracy_closed_form():
     lz = math.log(math.exp(2) + 1)
     assert float(ce) == pytest.approx(lz - 2) and float(logz) == pytest.approx(lz)
     assert float(total) == pytest.approx(lz - 2 + 0.5 * lz ** 2)
+    assert accuracy(logits, y) == (1, 1)
+
+
+def test_z_loss_is_the_mean_of_squares_over_counted_positions():
+    """PaLM's z-loss, z · mean_i (log Z_i)², over the positions that carry a target; not
+    z · (mean_i log Z_i)² (open_lm's bug until 2023-11). The log Z here have mixed signs, so
+    the two forms differ by a factor > 10; a masked position with a huge log Z must not count."""
+    import torch
+
+    rows = [[3.0, 1.0, -2.0], [-4.0, -5.0, -6.0], [0.5, 0.5, 0.5], [50.0, 0.0, 0.0]]
+    logits = torch.tensor(rows).reshape(2, 2, 3)                  # B=2, T=2, V=3
+    y = torch.tensor([[0, 2], [1, -100]])                         # the last position is masked
+    z = 0.01
+    lzs = [math.log(sum(math.exp(v) for v in r)) for r in rows[:3]]
+    ces = [lzs[0] - 3.0, lzs[1] + 6.0, lzs[2] - 0.5]
+    mean_sq = sum(v * v for v in lzs) / 3
+    sq_mean = (sum(lzs) / 3) ** 2
+    assert mean_sq > 10 * sq_mean                                  # the test can tell them apart
+    total, ce, logz = lm_loss(logits, y, z_loss=z)
+    assert float(ce) == pytest.approx(sum(ces) / 3, rel=1e-6)
+    assert float(logz) == pytest.approx(sum(lzs) / 3, rel=1e-6)
+    assert float(total) == pytest.approx(sum(ces) / 3 + z * mean_sq, rel=1e-6)
+    assert float(lm_loss(logits, y, z_loss=0.0)[0]) == pytest.approx(sum(ces) / 3, rel=1e-6)
+    # a model that emits only the last position: targets are aligned from the right
+    total1, ce1, _ = lm_loss(logits[:, 1:], y, z_loss=z)            # only rows 1 and 3 (masked)
+    assert float(ce1) == pytest.approx(ces[1], rel=1e-6)
+    assert float(total1) == pytest.approx(ces[1] + z * lzs[1] ** 2, rel=1e-6)
+    assert accuracy(logits, y) == (1, 3)  # argmax 0, 0 | 0 vs targets 0, 2 | 1
 
 
 def test_wsd_without_decay_stays_flat():

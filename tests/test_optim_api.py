@@ -1,5 +1,6 @@
 """Registry, build_optimizer (roles, masks, muP scales), bad input, instrumentation."""
 
+import io
 import math
 import re
 
@@ -256,17 +257,38 @@ def test_stat_values_of_every_kind_aggregate_by_hand():
     assert math.isnan(opt.last_stats["opt/peak"])
 
 
-def test_usable_as_plain_torch_optimizer_with_scheduler_and_state_dict():
+@pytest.mark.parametrize("cls", [po.Lion, po.AdamW])
+def test_usable_as_plain_torch_optimizer_with_scheduler_and_state_dict(cls):
     model = Tiny()
-    opt = po.Lion(model.parameters(), lr=1e-3, weight_decay=0.1)
+    opt = cls(model.parameters(), lr=1e-3, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
     for _ in range(3):
         opt.zero_grad()
         loss_of(model).backward()
         opt.step()
         sched.step()
-    sd = opt.state_dict()
-    opt2 = po.Lion(Tiny().parameters(), lr=1e-3)
+    buf = io.BytesIO()  # through bytes, as a checkpoint would (state_dict() holds references)
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf)
+    model2 = Tiny()
+    model2.load_state_dict(model.state_dict())
+    opt2 = cls(model2.parameters(), lr=1e-3)
     opt2.load_state_dict(sd)
     assert opt2.param_groups[0]["peak_lr"] == 1e-3
-    assert opt2.param_groups[0]["lr"] < 1e-3
+    assert opt2.param_groups[0]["lr"] == opt.param_groups[0]["lr"] < 1e-3
+    assert opt2.param_groups[0]["weight_decay"] == 0.1  # from the state dict, not the call
+    # the moment buffers came along: same tensors, nonzero after three steps
+    for p, p2 in zip(model.parameters(), model2.parameters()):
+        st, st2 = opt.state[p], opt2.state[p2]
+        bufs = [k for k, v in st.items() if isinstance(v, torch.Tensor) and v.numel() > 1]
+        assert bufs and set(st2) == set(st)
+        for k in bufs:
+            assert st[k].abs().sum() > 0 and torch.equal(st2[k], st[k]), k
+    # and the next step from the restored optimizer is the same step
+    for m, o in ((model, opt), (model2, opt2)):
+        o.zero_grad()
+        loss_of(m).backward()
+        o.step()
+    for p, p2 in zip(model.parameters(), model2.parameters()):
+        assert torch.equal(p, p2)

@@ -199,9 +199,13 @@ def test_not_a_store_is_a_config_error(tmp_path, monkeypatch):
         load(tmp_path / "missing.db")
     assert not (tmp_path / "missing.db").exists()
     monkeypatch.setenv("PROXYLAB_DB", str(tmp_path / "env.db"))
-    assert default_db_path() == tmp_path / "env.db" and load is not None
+    assert default_db_path() == tmp_path / "env.db"
+    with pytest.raises(ConfigError, match="env.db: no such store"):
+        load()  # load() follows $PROXYLAB_DB and does not create it
     Store().close()  # env path is used and created
     assert (tmp_path / "env.db").exists()
+    with load() as s:
+        assert s.path == tmp_path / "env.db"
     monkeypatch.delenv("PROXYLAB_DB")
     assert str(default_db_path()) == "proxylab.db"
 

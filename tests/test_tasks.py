@@ -276,7 +276,11 @@ def test_modular_seed_full_batch_and_errors():
     a, b, c = build_task(cfg, seed=0), build_task(cfg, seed=0), build_task(cfg, seed=1)
     assert a.fingerprint == b.fingerprint != c.fingerprint
     assert torch.equal(a.train_batch(5, gen(3))[0], b.train_batch(5, gen(3))[0])
-    assert torch.equal(a.val_batches(16, 1)[0][0], a.val_batches(16, 1)[0][0])
+    # the held-out set is a function of the seed: equal across builds, different across seeds,
+    # and whole whatever n says (n = 1 batch of 16 still yields every validation example)
+    val = [torch.cat([x for x, _ in t.val_batches(16, 1)]) for t in (a, b, c)]
+    assert torch.equal(val[0], val[1]) and not torch.equal(val[0], val[2])
+    assert len(val[0]) == a.describe()["n_val_examples"] > 16
     full = build_task(TaskConfig(name="modular", p=11, op="+", train_frac=0.5, full_batch=True),
                       seed=0)
     x, y = full.train_batch(4, gen(0))

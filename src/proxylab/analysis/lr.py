@@ -13,6 +13,9 @@ Conventions (recorded here because the literature differs):
 - LR sensitivity is E_η[min(ℓ(η), ℓ0) − ℓ*] with E the mean over the n grid points that
   have a finite loss, i.e. the sum divided by **n** (the paper's "mean over 7 points");
   flxst's reproduction divides by n − 1, available as ``denominator="n-1"``.
+- With an LR range [a, b], both ℓ* and E are taken over the grid points inside it, as the
+  paper defines them (ℓ* = min over η ∈ [a, b]): a grid optimum outside the range does not
+  count. The paper's advice "shift [a, b] if the optimum moves" relies on exactly this.
 - A group in which every LR diverged scores 0 (the metric's known blind spot): the row
   says so in ``all_diverged``; always look at the LR curve next to the number.
 """
@@ -174,9 +177,10 @@ def lr_sensitivity(curves: pd.DataFrame, lr_key: str = LR_KEY,
     """Wortsman et al.'s LR sensitivity per group: E_η[min(ℓ(η), ℓ0) − ℓ*].
 
     ℓ(η) is ``loss_mean`` of :func:`lr_curves` (already capped per run), ℓ0 the group's
-    mean loss at initialization, ℓ* the smallest min(ℓ(η), ℓ0) over the grid and E the
-    mean over the grid points in ``lr_range`` (inclusive; all when None) with a finite
-    loss. ``denominator="n"`` (default, the paper) or ``"n-1"`` (flxst). Columns: group keys,
+    mean loss at initialization over the points in range, and both ℓ* (the smallest
+    min(ℓ(η), ℓ0)) and E (the mean) run over the grid points in ``lr_range`` (inclusive,
+    with a 1e-9 relative slack; the whole grid when None) that have a finite loss: a grid
+    optimum outside the range is not ℓ* (Wortsman et al. §2.2: ℓ* = min over η ∈ [a, b]). ``denominator="n"`` (default, the paper) or ``"n-1"`` (flxst). Columns: group keys,
     ``lr_sensitivity``, ``best_loss`` (ℓ*), ``lr_best``, ``init_loss`` (ℓ0), ``n_lr``,
     ``n_lr_diverged`` (points where every seed diverged), ``all_diverged``, ``lr_min``,
     ``lr_max``, ``denominator``.
