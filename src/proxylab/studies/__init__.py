@@ -58,8 +58,11 @@ def run_study(name: str, *, quick: bool = False, smoke: bool = False,
             counts[k] = counts.get(k, 0) + v
     for spec in specs:
         make_report(store, spec.name, out / spec.name)
-    if hasattr(study, "figures"):
-        study.figures(store, specs, out)
+    from proxylab.report.html import study_figures  # noqa: PLC0415
+
+    # figures(...) may return {file: caption or {"question", "detail", "numbers"}}
+    figures = study_figures(out, study.figures(store, specs, out) if hasattr(study, "figures")
+                            else None)
     summary = {
         "study": name,
         "quick": quick,
@@ -67,6 +70,7 @@ def run_study(name: str, *, quick: bool = False, smoke: bool = False,
         "sweeps": [s.name for s in specs],
         "verdicts": study.verdicts(store, specs),
         "reports": {s.name: f"{s.name}/index.html" for s in specs},   # each with its summary.json
+        "figures": figures,          # file -> the question it answers and the numbers behind it
     }
     write_json_atomic(out / "summary.json", summary)
     _write_index(out, study, summary)
@@ -74,22 +78,10 @@ def run_study(name: str, *, quick: bool = False, smoke: bool = False,
 
 
 def _write_index(out: Path, study, summary: dict) -> None:
-    import html  # noqa: PLC0415
+    from proxylab.report.html import render_study_index  # noqa: PLC0415
 
-    rows = "".join(
-        f"<tr><td>{html.escape(v['claim'])}</td><td class='{v['status']}'>{v['status']}</td>"
-        f"<td><pre>{html.escape(json.dumps(v['evidence'], indent=1, default=str))}</pre></td></tr>"
-        for v in summary["verdicts"])
-    figs = "".join(f"<p><img src='{p.name}' width='640'></p>" for p in sorted(out.glob("*.png")))
-    links = "".join(f"<li><a href='{href}'>{html.escape(s)}</a></li>"
-                    for s, href in summary["reports"].items())
-    page = (f"<!doctype html><meta charset='utf-8'><title>{study.NAME}</title>"
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:auto}"
-            "td{border:1px solid #ccc;padding:4px;vertical-align:top}"
-            ".reproduced{color:green}.not_reproduced{color:#b00}.inconclusive{color:#a60}</style>"
-            f"<h1>Study {study.NAME}{'' if summary['size'] == 'full' else ' (' + summary['size'] + ')'}</h1>"
-            f"<p>{html.escape(study.__doc__ or '')}</p><table><tr><th>claim</th><th>verdict</th>"
-            f"<th>evidence</th></tr>{rows}</table>{figs}<h2>Sweep reports</h2><ul>{links}</ul>")
+    page = render_study_index(study.NAME, summary["size"], study.__doc__ or "", summary,
+                              summary.get("figures") or {})
     tmp = out / ".index.html.tmp"
     tmp.write_text(page)
     os.replace(tmp, out / "index.html")

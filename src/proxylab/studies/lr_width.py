@@ -54,7 +54,7 @@ def verdicts(store, specs: list[SweepSpec]) -> list[dict]:
     return [transfer_verdict(_final(store, specs[0]))]
 
 
-def figures(store, specs: list[SweepSpec], out_dir) -> None:
+def figures(store, specs: list[SweepSpec], out_dir) -> dict:
     """Optimal LR against width, one line per parameterization (log-log)."""
     opt = _optima(store, specs[0])
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=120)
@@ -70,3 +70,12 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
     fig.tight_layout()
     fig.savefig(out_dir / "optimal_lr_vs_width.png")
     plt.close(fig)
+    numbers = {}
+    for param, sub in opt.sort_values("model.width").groupby("model.param"):
+        numbers[f"{param} widths"] = [int(w) for w in sub["model.width"]]
+        numbers[f"{param} optimal LR"] = [float(v) for v in sub["lr_opt"]]
+    return {"optimal_lr_vs_width.png": {
+        "question": "Does the loss-optimal LR stay put as width grows?",
+        "detail": "Fitted optimal peak LR against width (log-log), one line per "
+                  "parameterization: flat under muP and falling under SP is the claim.",
+        "numbers": numbers}}
