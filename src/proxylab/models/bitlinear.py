@@ -61,10 +61,14 @@ def ternary_levels(w: Tensor, gamma: Tensor) -> Tensor:
 
 
 def quantize_activations(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-token absmax 8-bit: (integer levels in [−128, 127] as float, scale s [..., 1])."""
+    """Per-token absmax 8-bit: (integer levels in [−128, 127] as float, scale s [..., 1]).
+
+    clamp(round(x·s), −128, 127) needs no clamp here: |x| ≤ max|x| gives |x·s| ≤ 127 (up to
+    one ulp, which rounds back to 127), so the levels are in [−127, 127] by construction.
+    """
     x = x.float()
     s = ACT_LEVELS / x.abs().amax(dim=-1, keepdim=True).clamp_(min=SCALE_EPS)
-    return (x * s).round_().clamp_(-128.0, 127.0), s
+    return (x * s).round_(), s
 
 
 class _TernarySTE(torch.autograd.Function):
@@ -85,7 +89,7 @@ class _Act8STE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
         q, s = quantize_activations(x)
-        return q.div_(s).to(x.dtype)
+        return q.mul_(1.0 / s).to(x.dtype)  # 1/s per token: a [N, 1] division, not [N, in]
 
     @staticmethod
     def backward(ctx, grad: Tensor):
