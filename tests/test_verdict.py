@@ -109,3 +109,16 @@ def test_bootstrap_runs_with_one_unit_has_no_interval():
     df = pd.DataFrame({"train.seed": [0, 0], "loss": [1.0, 2.0]})
     est, lo, hi, n = bootstrap_runs(df, lambda d: d.loss.mean(), unit="train.seed")
     assert n == 1 and est == 1.5 and math.isnan(lo) and math.isnan(hi)
+
+
+def test_combine_needs_every_part():
+    yes = decide(GREATER, 0.06, 0.03, 0.09, n=3)
+    maybe = decide(GREATER, 0.03, 0.01, 0.05, n=3)
+    no = decide(GREATER, -0.1, -0.2, 0.0, n=3)
+    from proxylab.analysis.verdict import combine
+    assert combine("c", {"a": yes, "b": yes})["status"] == "reproduced"
+    assert combine("c", {"a": yes, "b": maybe})["status"] == "inconclusive"
+    both = combine("c", {"a": yes, "b": maybe, "x": no})
+    assert both["status"] == "not_reproduced"
+    assert both["evidence"]["parts"]["x"]["status"] == "not_reproduced"
+    assert "[b: inconclusive]" in both["reason"]

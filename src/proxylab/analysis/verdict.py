@@ -132,6 +132,19 @@ def decide(claim: Claim, estimate: float, lo: float, hi: float, *, n: int,
     }
 
 
+def combine(text: str, parts: dict[str, dict]) -> dict:
+    """One verdict for a claim made of several parts, each decided by :func:`decide`:
+    ``reproduced`` when every part is, ``not_reproduced`` when any part is, else
+    ``inconclusive``. The evidence keeps each part's verdict under its name."""
+    statuses = [p["status"] for p in parts.values()]
+    status = ("reproduced" if all(s == "reproduced" for s in statuses) else
+              "not_reproduced" if "not_reproduced" in statuses else "inconclusive")
+    reason = "; ".join(f"[{name}: {p['status']}] {p['reason']}" for name, p in parts.items())
+    return {"claim": text, "status": status, "reason": reason,
+            "evidence": {"parts": {name: {"effect_claim": p["claim"], "status": p["status"],
+                                          **p["evidence"]} for name, p in parts.items()}}}
+
+
 def not_measured(claim: Claim, why: str, evidence: dict[str, Any] | None = None) -> dict:
     """An ``inconclusive`` verdict for a claim the data at hand cannot answer, with why."""
     return {"claim": claim.text, "status": "inconclusive", "reason": why,
