@@ -267,3 +267,101 @@ def test_wd_until_switches_decay_off(monkeypatch):
           "train.batch_size": 4, "optim.weight_decay": 0.1, "optim.wd_until": 0.5,
           "train.threads": 1})
     assert seen == [0.1] * 4 + [0.0] * 4
+
+
+# ----------------------------------------------------------------------------------
+# analysis/quant.py: known answers on hand-built frames
+
+
+def _frame(rows):
+    import pandas as pd  # noqa: PLC0415
+
+    cols = ["v", "optim.lr", "train.seed", "final_val_loss", "init_loss", "final_val_acc",
+            "diverged", "status", "optim.weight_decay"]
+    return pd.DataFrame([dict(zip(cols, r)) for r in rows])
+
+
+def test_best_scores_gaps_and_caps():
+    from proxylab.analysis import quant  # noqa: PLC0415
+
+    nan = float("nan")
+    df = _frame([
+        # v,  lr,  seed, loss, l0,  acc, diverged
+        ("a", 1e-3, 0, 2.0, 5.0, 0.50, False, "done", 0.0),
+        ("a", 1e-3, 1, 2.2, 5.0, 0.70, False, "done", 0.0),   # lr 1e-3: loss 2.1, acc 0.6
+        ("a", 1e-2, 0, 1.5, 5.0, 0.90, False, "done", 0.0),
+        ("a", 1e-2, 1, 1.7, 5.0, 0.80, False, "done", 0.0),   # lr 1e-2: loss 1.6, acc 0.85
+        ("b", 1e-3, 0, 1.9, 5.0, 0.60, False, "done", 0.0),
+        ("b", 1e-3, 1, 1.9, 5.0, 0.60, False, "done", 0.0),   # 1.9
+        ("b", 1e-2, 0, nan, 5.0, nan, True, "diverged", 0.0),  # capped at l0 = 5 / acc 0
+        ("b", 1e-2, 1, 9.0, 5.0, 0.10, False, "done", 0.0),   # capped at 5 -> mean 5.0
+    ])
+    a, b = quant.select(df, {"v": "a"}), quant.select(df, {"v": "b"})
+    assert quant.best_score(a) == pytest.approx(1.6) and quant.best_lr(a) == 1e-2
+    assert quant.best_score(b) == pytest.approx(1.9) and quant.best_lr(b) == 1e-3
+    assert quant.score_vs_lr(b)[1e-2] == pytest.approx(5.0)
+    assert quant.best_score(a, "acc") == pytest.approx(0.85)
+    assert quant.score_vs_lr(b, "acc")[1e-2] == pytest.approx(0.05)   # (0 + 0.1) / 2
+    assert quant.best_gap(df, {"v": "b"}, {"v": "a"}) == pytest.approx(0.3)
+    assert quant.best_gap(df, {"v": "b"}, {"v": "a"}, "acc") == pytest.approx(0.6 - 0.85)
+    assert quant.mean_best_gap(df, [({"v": "b"}, {"v": "a"}), ({"v": "a"}, {"v": "a"})]) \
+        == pytest.approx(0.15)
+    # Wortsman sensitivity of b: capped losses {1.9, 5.0}, best 1.9 -> mean excess 3.1 / 2
+    assert quant.sensitivity(b) == pytest.approx(1.55)
+    with pytest.raises(ValueError):
+        quant.run_scores(df, "f1")
+
+
+def test_lr_opt_shift_is_the_parabola_vertex_difference():
+    from proxylab.analysis import quant  # noqa: PLC0415
+
+    rows = []
+    # loss = (log10 lr - c)^2 + 1 on a grid: the parabola through 3 points is exact
+    for v, c in (("a", -2.5), ("b", -2.0)):
+        for lr in (1e-3, 3e-3, 1e-2, 3e-2):
+            x = float(torch.log10(torch.tensor(lr, dtype=torch.float64)))
+            rows.append((v, lr, 0, (x - c) ** 2 + 1.0, 10.0, 0.0, False, "done", 0.0))
+    df = _frame(rows)
+    assert quant.log10_lr_opt(quant.select(df, {"v": "a"})) == pytest.approx(-2.5, abs=1e-9)
+    assert quant.lr_opt_shift(df, {"v": "b"}, {"v": "a"}) == pytest.approx(0.5, abs=1e-9)
+
+
+def test_weight_decay_benefit_and_table():
+    from proxylab.analysis import quant  # noqa: PLC0415
+
+    df = _frame([
+        ("fp", 1e-3, 0, 2.0, 5.0, 0.0, False, "done", 0.0),
+        ("fp", 1e-3, 0, 1.8, 5.0, 0.0, False, "done", 0.1),   # decay helps fp by 0.2
+        ("bit", 1e-3, 0, 2.5, 5.0, 0.0, False, "done", 0.0),
+        ("bit", 1e-3, 0, 2.6, 5.0, 0.0, False, "done", 0.1),  # decay hurts bit by 0.1
+    ])
+    assert quant.wd_benefit(df, {"v": "fp"}, 0.1) == pytest.approx(0.2)
+    assert quant.wd_benefit(df, {"v": "bit"}, 0.1) == pytest.approx(-0.1)
+    assert quant.wd_benefit_gap(df, {"v": "bit"}, {"v": "fp"}, 0.1) == pytest.approx(0.3)
+    t = quant.wd_table(df, {"v": "fp"})
+    assert t["best_loss"].tolist() == pytest.approx([2.0, 1.8])
+    assert t["lr_sensitivity"].tolist() == [0.0, 0.0]     # one LR: no excess
+    h = quant.heatmap(df, "optim.weight_decay", "v")
+    assert h.loc[0.1, "bit"] == pytest.approx(2.6)
+
+
+def test_ternary_shares_imbalance_and_last_probe():
+    import pandas as pd  # noqa: PLC0415
+
+    from proxylab.analysis import quant  # noqa: PLC0415
+
+    uniform = pd.DataFrame({"frac_neg": [1 / 3], "frac_zero": [1 / 3], "frac_pos": [1 / 3]})
+    assert quant.ternary_imbalance(uniform) == pytest.approx(0.0)
+    skew = pd.DataFrame({"frac_neg": [0.2, 0.3], "frac_zero": [0.6, 0.4], "frac_pos": [0.2, 0.3]})
+    # means 0.25 / 0.5 / 0.25 -> max |share - 1/3| = 1/6
+    assert quant.ternary_imbalance(skew) == pytest.approx(1 / 6)
+    assert quant.ternary_shares(skew)["frac_zero"] == pytest.approx(0.5)
+    m = pd.DataFrame([("r1", 10, "quant/frac_zero", 0.5), ("r1", 20, "quant/frac_zero", 0.4),
+                      ("r1", 20, "quant/frac_zero/blocks.0.mlp.fc", 0.9),
+                      ("r1", 20, "quant/flip_rate", 0.01), ("r2", 10, "quant/frac_zero", 0.3),
+                      ("r2", 10, "val/loss", 2.0)], columns=["run_id", "step", "key", "value"])
+    lp = quant.last_probe(m).set_index("run_id")
+    assert lp.loc["r1", "frac_zero"] == 0.4 and lp.loc["r1", "step"] == 20
+    assert lp.loc["r1", "flip_rate"] == 0.01 and lp.loc["r2", "frac_zero"] == 0.3
+    h = quant.probe_history(m, "frac_zero")
+    assert h["value"].tolist() == [0.5, 0.4, 0.3]
