@@ -5,6 +5,13 @@ Every pair (a, b) is one example: ``x = [a, OP, b, EQ]`` with the tokens OP = p 
 All pairs are enumerated, shuffled by a generator seeded with the run seed, and the first
 ``train_frac`` of them train; the rest are the validation set, which ``val_batches`` always
 returns whole so validation accuracy is exact.
+
+Label corruption (``task.corrupt_frac`` = ξ, Doshi et al. 2024): the first round(ξ·N_train)
+training pairs (in the seeded order) get a wrong label drawn uniformly from the p−1 others,
+from a generator of its own, so the split is the same for every ξ. ``eval_sets()`` then
+names the training subsets the loop evaluates beside validation (whole, at every eval):
+``train_clean`` (clean pairs), ``train_corrupt`` (corrupted pairs, their WRONG labels: the
+memorized share) and ``train_corrupt_true`` (the same pairs with the TRUE rule's answer).
 """
 
 from __future__ import annotations
@@ -74,10 +81,21 @@ class ModularTask(Task):
         tr, va = order[:n_train], order[n_train:]
         self._x_train, self._y_train = x[tr], y[tr]
         self._x_val, self._y_val = x[va], y[va]
+        self.corrupt_frac = cfg.corrupt_frac
+        self.n_corrupt = round(cfg.corrupt_frac * n_train)
+        if self.n_corrupt:
+            cgen = torch.Generator().manual_seed(seed * 7919 + 104729)   # its own stream
+            shift = torch.randint(1, p, (self.n_corrupt,), generator=cgen)  # never 0: wrong
+            self._y_true_corrupt = self._y_train[:self.n_corrupt].clone()
+            self._y_train = self._y_train.clone()
+            self._y_train[:self.n_corrupt, 3] = (self._y_true_corrupt[:, 3] + shift) % p
         # the data is the SET of training pairs (sorted), whatever order they were drawn in
         pair_ids = (a[tr] * p + b[tr]).sort().values
         h = hashlib.sha256(f"proxylab-modular\0{p}\0{op}\0".encode())
         h.update(pair_ids.numpy().astype("<i8").tobytes())
+        if self.n_corrupt:   # the labels are data too
+            h.update(b"corrupt\0" + (self._x_train[:, 0] * p + self._x_train[:, 2]).numpy()
+                     .astype("<i8").tobytes() + self._y_train[:, 3].numpy().astype("<i8").tobytes())
         self.fingerprint = h.hexdigest()
         self._val_cache: dict[int, list[Batch]] = {}
 
@@ -85,7 +103,18 @@ class ModularTask(Task):
         return {"task": "modular", "source": "modular", "p": self.p, "op": self.op,
                 "vocab_size": self.vocab_size, "seq_len": self.seq_len,
                 "n_train_examples": len(self._x_train), "n_val_examples": len(self._x_val),
-                "full_batch": self.full_batch, "fingerprint": self.fingerprint}
+                "full_batch": self.full_batch, "fingerprint": self.fingerprint,
+                **({"corrupt_frac": self.corrupt_frac, "n_corrupt": self.n_corrupt}
+                   if self.n_corrupt else {})}
+
+    def eval_sets(self) -> dict[str, list[Batch]]:
+        """Training subsets evaluated beside validation (with corruption only; see above)."""
+        if not self.n_corrupt:
+            return {}
+        k = self.n_corrupt
+        return {"train_clean": [(self._x_train[k:], self._y_train[k:])],
+                "train_corrupt": [(self._x_train[:k], self._y_train[:k])],
+                "train_corrupt_true": [(self._x_train[:k], self._y_true_corrupt)]}
 
     def train_batch(self, batch_size: int, gen: torch.Generator) -> Batch:
         """Pairs drawn with replacement; with ``full_batch`` the whole training set (the

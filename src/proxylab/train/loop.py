@@ -98,7 +98,7 @@ def accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def evaluate(model, batches, *, has_accuracy: bool, autocast) -> dict[str, float]:
+def evaluate(model, batches, *, has_accuracy: bool, autocast, extra=None) -> dict[str, float]:
     was_training = model.training
     model.eval()
     total_ce = total_logz = 0.0
@@ -118,6 +118,9 @@ def evaluate(model, batches, *, has_accuracy: bool, autocast) -> dict[str, float
     attn = model.max_attention_logit(batches[0][0])
     if not math.isnan(attn):
         out["attn_logit_max_l0"] = attn
+    for name, sub in (extra or {}).items():    # named training subsets (task.eval_sets())
+        ev = evaluate(model, sub, has_accuracy=has_accuracy, autocast=autocast)
+        out.update({f"{name}/loss": ev["val/loss"], f"{name}/acc": ev.get("val/acc", math.nan)})
     model.train(was_training)
     return out
 
@@ -150,6 +153,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     # algorithmic tasks validate on their whole held-out set: big chunks keep that fast
     val_bs = max(tc.batch_size, 1024) if task.has_accuracy else tc.batch_size
     val = [(x.to(device), y.to(device)) for x, y in task.val_batches(val_bs, tc.eval_batches)]
+    extra = {k: [(x.to(device), y.to(device)) for x, y in b]          # e.g. train_clean /
+             for k, b in getattr(task, "eval_sets", dict)().items()}   # train_corrupt
     use_bf16 = tc.precision == "bf16"
 
     def autocast():
@@ -175,7 +180,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     train_time = 0.0          # seconds spent in training steps (excludes evaluation)
     tokens = 0
     if resumed is None:
-        ev = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast)
+        ev = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast, extra=extra)
         init_loss = ev["val/loss"]
         rep.metrics([(0, k, v) for k, v in ev.items()] + [(0, "tokens", 0.0), (0, "wall_s", 0.0)])
         last_eval = ev
@@ -247,7 +252,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             status, diverged_at = "diverged", step
             break
         if step % tc.eval_every == 0 or step == tc.steps:
-            last_eval = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast)
+            last_eval = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast,
+                                 extra=extra)
             if not math.isfinite(last_eval["val/loss"]) or last_eval["val/loss"] > tc.diverge_factor * init_loss:
                 status, diverged_at = "diverged", step
             best_val = min(best_val, last_eval["val/loss"]) if math.isfinite(last_eval["val/loss"]) else best_val
