@@ -80,7 +80,7 @@ def cmd_sweep(args) -> int:
         return EXIT_OK
     fingerprints = preflight(spec.expand())
     executor = make_executor(args.workers, threads=args.threads or (0 if args.workers == 1 else 1),
-                             backend=args.backend)
+                             backend=args.backend, **_ray_options(args))
     store = _open_store(args, must_exist=False)    # only now: bad input above wrote nothing
     try:
         out = run_sweep(spec, store, executor, show_progress=not args.quiet,
@@ -156,7 +156,8 @@ def cmd_study(args) -> int:
     db = args.db or os.environ.get("PROXYLAB_DB") or None   # default: OUT/proxylab.db
     summary_path, counts = run_study(args.name, quick=args.quick, smoke=args.smoke,
                                      out=args.out, db=db,
-                                     workers=args.workers)
+                                     workers=args.workers, backend=args.backend,
+                                     **_ray_options(args))
     print(f"study report: {Path(summary_path).parent.resolve() / 'index.html'}")
     if counts.get("failed"):
         print(f"{counts['failed']} runs failed; see `proxylab ls --db ...`", file=sys.stderr)
@@ -190,6 +191,32 @@ def _positive(text: str) -> int:
     return n
 
 
+def _fraction(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        x = -1.0
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0 (e.g. 0.25), got {text!r}")
+    return x
+
+
+def _with_backend(sp) -> None:
+    sp.add_argument("--backend", choices=("local", "ray"), default="local",
+                    help="local: processes on this machine (--workers); ray: one Ray task per run")
+    sp.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="ray: the cluster to use (default $RAY_ADDRESS, else a local Ray)")
+    sp.add_argument("--cpus-per-run", type=_fraction, default=1.0, metavar="N",
+                    help="ray: CPUs each run holds (its torch threads; default 1)")
+    sp.add_argument("--gpus-per-run", type=_fraction, default=0.0, metavar="F",
+                    help="ray: GPUs each run holds; a fraction packs runs on a GPU (0.25 = 4)")
+
+
+def _ray_options(args) -> dict:
+    return {"address": args.address, "cpus_per_run": args.cpus_per_run,
+            "gpus_per_run": args.gpus_per_run} if args.backend == "ray" else {}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="proxylab", description=__doc__)
     sub = p.add_subparsers(dest="verb", required=True)
@@ -210,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=_positive, default=1, help="parallel runs (processes)")
     sp.add_argument("--threads", type=_positive, default=0,
                     help="torch threads per run (default: all cores inline, 1 per worker)")
-    sp.add_argument("--backend", choices=("local", "ray"), default="local")
+    _with_backend(sp)
     sp.add_argument("--dry-run", action="store_true", help="list runs and their status only")
     sp.add_argument("--quiet", action="store_true", help="no live progress display")
     sp.set_defaults(func=cmd_sweep)
@@ -245,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the tests' form: <= 1 min, checks the plumbing, not the claims")
     sp.add_argument("--out", default=None)
     sp.add_argument("--workers", type=_positive, default=min(2, os.cpu_count() or 1))
+    _with_backend(sp)
     sp.set_defaults(func=cmd_study)
 
     sp = sub.add_parser("keys", help="list config keys, defaults and allowed values")

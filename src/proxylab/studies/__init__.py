@@ -16,7 +16,8 @@ from pathlib import Path
 
 from proxylab.config import ConfigError
 
-STUDIES = {"lr-width": "proxylab.studies.lr_width"}
+STUDIES = {"lr-width": "proxylab.studies.lr_width",
+           "instability": "proxylab.studies.instability", "bitnet": "proxylab.studies.bitnet"}
 SIZES = ("smoke", "quick", "full")
 
 
@@ -29,7 +30,8 @@ def get_study(name: str):
 def run_study(name: str, *, quick: bool = False, smoke: bool = False,
               out: str | Path | None = None,
               db: str | Path | None = None, workers: int = 1,
-              show_progress: bool = True) -> tuple[Path, dict[str, int]]:
+              show_progress: bool = True, backend: str = "local",
+              **ray_options) -> tuple[Path, dict[str, int]]:
     """Run a built-in study; returns the path of its summary.json and the run counts of
     this invocation by status (``failed`` > 0 means some runs failed)."""
     from proxylab.report import make_report  # noqa: PLC0415
@@ -47,7 +49,8 @@ def run_study(name: str, *, quick: bool = False, smoke: bool = False,
     fingerprints = {}
     for spec in specs:
         fingerprints.update(preflight(spec.expand()))
-    executor = make_executor(workers, threads=0 if workers <= 1 else 1)
+    executor = make_executor(workers, threads=0 if workers <= 1 else 1, backend=backend,
+                             **ray_options)   # address, cpus_per_run, gpus_per_run
     out.mkdir(parents=True, exist_ok=True)
     store = Store(db or out / "proxylab.db")
     counts: dict[str, int] = {}

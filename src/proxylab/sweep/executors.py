@@ -11,8 +11,8 @@ Every executor turns a list of configs into a stream of events, delivered to the
     ("abandoned", run_id, reason)       never started and given up on; stays pending
 
 Workers never touch the store, so parallel workers cannot corrupt or duplicate anything:
-the driver is the single writer (see ``proxylab.sweep.driver``). A Ray backend implements
-the same ``run(configs, handle)`` method (planned).
+the driver is the single writer (see ``proxylab.sweep.driver``). The Ray backend
+(``proxylab.sweep.ray_executor``) implements the same ``run(configs, handle)`` method.
 """
 
 from __future__ import annotations
@@ -271,11 +271,17 @@ class LocalExecutor:
         self._handle(("failed" if rid in self._started else "abandoned", rid, reason))
 
 
-def make_executor(workers: int, threads: int = 0, backend: str = "local") -> Executor:
+def make_executor(workers: int, threads: int = 0, backend: str = "local", *,
+                  address: str | None = None, cpus_per_run: float = 1.0,
+                  gpus_per_run: float = 0.0) -> Executor:
+    """`address`, `cpus_per_run` and `gpus_per_run` are for ``backend="ray"`` (one Ray task
+    per run; see proxylab.sweep.ray_executor); `workers` and `threads` for the local ones."""
     if backend == "ray":
-        # The Ray backend implements this same Executor protocol; it is not built yet.
-        raise ConfigError("--backend ray: not available in this version; use --backend local "
-                          "(one process per run, --workers N)")
+        from proxylab.sweep.ray_executor import RayExecutor  # noqa: PLC0415 (ray is an extra)
+
+        return RayExecutor(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+    if backend != "local":
+        raise ConfigError(f"--backend {backend!r}: choose local or ray")
     if workers <= 1:
         return InlineExecutor(threads=threads)
     return LocalExecutor(workers, threads=max(1, threads))

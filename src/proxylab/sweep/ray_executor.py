@@ -1,0 +1,180 @@
+"""The Ray backend: one Ray task per run, on one machine or a cluster (``pip install 'proxylab[ray]'``).
+
+Plain Ray core tasks, not Ray Tune: the sweep is already expanded and resumable, so Ray only
+places runs on CPUs/GPUs. The driver stays the only store writer, exactly as with the local
+pool:
+
+- Each run is a task with ``num_cpus = cpus_per_run`` and ``num_gpus = gpus_per_run``
+  (fractional: 0.25 packs four small runs on a GPU; Ray sets ``CUDA_VISIBLE_DEVICES``). The
+  task sets torch's threads to the CPUs it holds (at least 1); the run config is not changed,
+  so run ids are those of the local pool.
+- Workers stream their events (``started``, metric rows, progress) to an event-sink actor
+  that the driver created, in batches (every 0.5 s, at most 256 events); the driver drains it
+  a few times a second and writes the rows. A task's last batch is in the sink before the task
+  returns its terminal event (``finished`` / ``failed``), so nothing is lost at the end.
+- A worker process that dies (OOM kill, segfault) is retried by Ray (``max_retries``); each
+  attempt tags its events with its own token and the driver drops events of an attempt that
+  is no longer the current one, so a dead attempt's rows never mix with the retry's (the
+  retry's ``started`` also drops the earlier attempt's rows in the store). When it keeps dying
+  the run is recorded ``failed`` and the sweep goes on.
+- kill -9 of the driver: Ray ends the job, which kills its tasks and the sink; runs left
+  ``running`` are redone on the next start, as with the local pool.
+- Ctrl-C: every task is cancelled (``force=True`` kills their processes), the sink is
+  killed, and KeyboardInterrupt propagates.
+
+What is shipped to the workers: the pickled ``RunConfig`` and the target function (by
+reference: proxylab must be installed, the same version, on every node); data is read from
+``task.path`` on the node that runs the task.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import traceback
+import uuid
+from typing import Callable
+
+from proxylab.config import ConfigError, RunConfig
+
+FLUSH_S = 0.5          # a worker sends its buffered events at least this often...
+FLUSH_EVENTS = 256     # ...or when this many are waiting
+POLL_S = 0.2           # how often the driver drains the sink while it waits
+
+
+def import_ray():
+    try:
+        import ray  # noqa: PLC0415
+    except ImportError:
+        raise ConfigError("--backend ray: needs the optional package 'ray'; install it with: "
+                          "pip install 'proxylab[ray]'") from None
+    return ray
+
+
+class _Sink:
+    """The event-sink actor: workers append batches, the driver takes them all."""
+
+    def __init__(self):
+        self.events: list = []
+
+    def put(self, batch: list) -> None:
+        self.events.extend(batch)
+
+    def drain(self) -> list:
+        out, self.events = self.events, []
+        return out
+
+
+def run_task(cfg: RunConfig, sink, cpus: float, target: Callable | None = None):
+    """The body of one Ray task: train ``cfg`` and return its terminal event.
+
+    ``target(cfg, emit)`` runs the config and emits its events (default
+    :func:`proxylab.sweep.executors.execute_one`).
+    """
+    import ray  # noqa: PLC0415
+    import torch  # noqa: PLC0415
+
+    from proxylab.sweep.executors import execute_one  # noqa: PLC0415
+
+    torch.set_num_threads(max(1, int(cpus)))      # train.threads = the CPUs this task holds
+    token, buf, terminal = uuid.uuid4().hex, [], []
+    last = [time.monotonic()]
+
+    def flush(wait: bool = False) -> None:
+        if buf:
+            ref = sink.put.remote(list(buf))
+            buf.clear()
+            if wait:
+                ray.get(ref)
+        last[0] = time.monotonic()
+
+    def emit(event) -> None:
+        if event[0] in ("finished", "failed"):
+            terminal.append(event)
+            return
+        buf.append((token, event))
+        if event[0] == "started" or len(buf) >= FLUSH_EVENTS or time.monotonic() - last[0] > FLUSH_S:
+            flush()
+
+    try:
+        (target or execute_one)(cfg, emit)
+    except Exception:  # noqa: BLE001 -- a target that raises fails its run, not the sweep
+        terminal.append(("failed", cfg.id, traceback.format_exc(limit=20)))
+    flush(wait=True)                               # in the sink before the task returns
+    return terminal[-1] if terminal else ("failed", cfg.id, "worker ended without a result")
+
+
+class RayExecutor:
+    """Run configs as Ray tasks on the cluster at ``address`` (else ``RAY_ADDRESS``, else a
+    Ray instance started here). See the module doc for the guarantees."""
+
+    def __init__(self, address: str | None = None, cpus_per_run: float = 1.0,
+                 gpus_per_run: float = 0.0, max_retries: int = 2,
+                 target: Callable | None = None):
+        if not cpus_per_run > 0:
+            raise ConfigError(f"--cpus-per-run {cpus_per_run}: must be > 0")
+        if not gpus_per_run >= 0:
+            raise ConfigError(f"--gpus-per-run {gpus_per_run}: must be >= 0 (a fraction such "
+                              "as 0.25 packs four runs on a GPU)")
+        if gpus_per_run > 1 and gpus_per_run != int(gpus_per_run):
+            raise ConfigError(f"--gpus-per-run {gpus_per_run}: above 1 it must be a whole number")
+        self.ray = import_ray()
+        self.address = address
+        self.cpus, self.gpus = float(cpus_per_run), float(gpus_per_run)
+        self.max_retries, self.target = max_retries, target
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return
+        kwargs = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                      configure_logging=True)
+        address = self.address or os.environ.get("RAY_ADDRESS")
+        try:
+            if address:
+                ray.init(address=address, **kwargs)
+            else:                                  # a Ray instance of our own, on this machine
+                ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+        except ConnectionError as e:
+            raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({e})") from None
+
+    def run(self, configs: list[RunConfig], handle) -> None:
+        if not configs:
+            return
+        self._connect()
+        ray = self.ray
+        task = ray.remote(run_task).options(num_cpus=self.cpus, num_gpus=self.gpus,
+                                            max_retries=self.max_retries, retry_exceptions=False)
+        sink = ray.remote(_Sink).options(num_cpus=0).remote()
+        refs = {task.remote(cfg, sink, self.cpus, self.target): cfg.id for cfg in configs}
+        current: dict[str, str] = {}               # run id -> token of its current attempt
+        try:
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=POLL_S,
+                                    fetch_local=False)
+                self._drain(sink, current, handle)
+                for ref in ready:
+                    rid = refs.pop(ref)
+                    try:
+                        event = ray.get(ref)
+                    except ray.exceptions.RayError as e:   # the worker kept dying, or was lost
+                        event = ("failed", rid, f"Ray task failed after {self.max_retries} "
+                                                f"retries: {type(e).__name__}: {str(e)[-2000:]}")
+                    handle(event)
+        except BaseException:
+            # Ctrl-C or a store error: no task may go on running; their runs stay 'running'
+            # in the store and are redone on the next start (as after kill -9).
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            ray.kill(sink)
+
+    def _drain(self, sink, current: dict[str, str], handle) -> None:
+        for token, event in self.ray.get(sink.drain.remote()):
+            kind, rid = event[0], event[1]
+            if kind == "started":
+                current[rid] = token
+            elif current.get(rid) != token:
+                continue                           # a dead attempt's late event
+            handle(event)

@@ -1,0 +1,242 @@
+"""The Ray backend against a real local Ray cluster that these tests start themselves.
+
+One cluster per module (``ray start --head --block`` on 127.0.0.1, free ports, its own temp
+dir, 2 CPUs), stopped at the end by ending the process group it was started in. Its workers
+get tests/ on PYTHONPATH so that the crashing target below can be imported there.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from proxylab.config import ConfigError  # noqa: E402
+from proxylab.store import Store  # noqa: E402
+from proxylab.sweep.driver import run_sweep  # noqa: E402
+from proxylab.sweep.executors import InlineExecutor, execute_one, make_executor  # noqa: E402
+from proxylab.sweep.ray_executor import RayExecutor  # noqa: E402
+from proxylab.sweep.spec import spec_from_dict  # noqa: E402
+
+BIN = Path(sys.executable).parent
+TINY = {"model.width": 16, "model.depth": 1, "model.heads": 2, "task.seq_len": 16,
+        "train.batch_size": 2, "train.steps": 12, "train.eval_every": 6, "train.eval_batches": 1}
+TIMING = ("wall_s",)        # metrics that measure time, not training: they may differ
+CRASH_LR = 0.0077
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(address, temp dir) of a 2-CPU Ray cluster on 127.0.0.1, up for this module."""
+    tmp = Path(f"/tmp/pxr{os.getpid()}")     # Ray's socket paths must stay short
+    gcs, node, obj, agent, metrics, env_agent, agent_grpc, client = free_ports(8)
+    lo = 20000 + (os.getpid() % 200) * 200
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                                        os.environ.get("PYTHONPATH", "")]),
+           "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1"}
+    env.pop("RAY_ADDRESS", None)
+    log = open(tmp_path_factory.mktemp("ray") / "ray-start.log", "w")
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+         f"--port={gcs}", "--num-cpus=2", "--num-gpus=0", f"--temp-dir={tmp}",
+         "--include-dashboard=false", "--disable-usage-stats",
+         f"--node-manager-port={node}", f"--object-manager-port={obj}",
+         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
+         f"--runtime-env-agent-port={env_agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--ray-client-server-port={client}",
+         f"--min-worker-port={lo}", f"--max-worker-port={lo + 199}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"127.0.0.1:{gcs}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            if proc.poll() is not None:
+                pytest.skip(f"ray start failed (exit {proc.returncode}); see {log.name}")
+            try:
+                socket.create_connection(("127.0.0.1", gcs), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    pytest.skip(f"ray start did not come up in 120 s; see {log.name}")
+                time.sleep(0.5)
+        RayExecutor(address=address)._connect()        # this process joins as a driver
+        while ray.cluster_resources().get("CPU", 0) < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        yield address, tmp
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        os.killpg(proc.pid, signal.SIGTERM)           # ray start --block stops its cluster
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def spec(name: str, lrs, **base):
+    return spec_from_dict({"name": name, "base": {**TINY, **base}, "grid": {"optim.lr": lrs}})
+
+
+def comparable(store: Store) -> dict:
+    m = store.metrics()
+    m = m[~m["key"].isin(TIMING)]
+    return {(r, s, k): v for r, s, k, v in zip(m["run_id"], m["step"], m["key"], m["value"])}
+
+
+def same_values(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        (math.isnan(a[k]) and math.isnan(b[k])) or a[k] == b[k] for k in a)
+
+
+def wait_cpus_free(n: float = 2, timeout: float = 60) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if ray.available_resources().get("CPU", 0) >= n:
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def crash_target(marker_dir: str, cfg, emit):
+    """Kills its worker process for CRASH_LR (every attempt, after it started); trains the
+    others. Each attempt leaves a file, so the test can count Ray's retries."""
+    if cfg.optim.lr == CRASH_LR:
+        Path(marker_dir, f"attempt-{os.getpid()}").touch()
+        emit(("started", cfg.id, {}))
+        emit(("metrics", cfg.id, [(0, "train/loss", 9.0)]))
+        time.sleep(0.6)                        # let the rows reach the driver first
+        os._exit(1)
+    execute_one(cfg, emit)
+
+
+def test_ray_sweep_matches_the_local_pool(cluster, tmp_path):
+    address, _ = cluster
+    s = spec("same", [1e-3, 3e-3, 1e-2])
+    ray_store, local_store = Store(tmp_path / "ray.db"), Store(tmp_path / "local.db")
+    out = run_sweep(s, ray_store, make_executor(1, backend="ray", address=address),
+                    show_progress=False)
+    run_sweep(s, local_store, InlineExecutor(threads=1), show_progress=False)
+    assert set(out.statuses.values()) == {"done"}
+    a, b = ray_store.runs().set_index("run_id"), local_store.runs().set_index("run_id")
+    assert sorted(a.index) == sorted(b.index)                     # same run ids
+    assert (a["status"] == b.loc[a.index, "status"]).all()
+    assert same_values(comparable(ray_store), comparable(local_store))   # bit for bit on CPU
+    assert all(ray_store.run(r)["meta"]["threads"] == 1 for r in a.index)   # the CPUs it holds
+    # started again: nothing to redo
+    again = run_sweep(s, ray_store, RayExecutor(address=address), show_progress=False)
+    assert again.skipped == 3 and not again.statuses
+
+
+def test_crashing_worker_is_retried_then_failed(cluster, tmp_path):
+    address, _ = cluster
+    markers = tmp_path / "attempts"
+    markers.mkdir()
+    store = Store(tmp_path / "crash.db")
+    ex = RayExecutor(address=address, max_retries=1,
+                     target=functools.partial(crash_target, str(markers)))
+    out = run_sweep(spec("crash", [1e-3, CRASH_LR, 1e-2]), store, ex, show_progress=False)
+    runs = store.runs().set_index("optim.lr")
+    assert runs.loc[CRASH_LR, "status"] == "failed"
+    assert "retries" in runs.loc[CRASH_LR, "error"]
+    assert len(list(markers.iterdir())) == 2              # the first attempt and one retry
+    assert set(runs.loc[[1e-3, 1e-2], "status"]) == {"done"}   # the sweep went on
+    assert sorted(out.statuses.values()) == ["done", "done", "failed"]
+    assert wait_cpus_free()
+
+
+def _store_state(path: Path) -> dict:
+    with Store(path) as s:
+        return s.status_of(s.runs()["run_id"].tolist()) if len(s.runs()) else {}
+
+
+def test_kill_9_of_the_driver_then_resume_redoes_only_unfinished_runs(cluster, tmp_path):
+    address, _ = cluster
+    sweep_file = tmp_path / "kill.toml"
+    base = {**TINY, "train.steps": 400, "train.eval_every": 100}
+    sweep_file.write_text('name = "kill"\n[base]\n' + "".join(
+        f'"{k}" = {v!r}\n'.replace("'", '"') for k, v in base.items())
+        + '[grid]\n"optim.lr" = [0.001, 0.002, 0.003, 0.004]\n')
+    db = tmp_path / "kill.db"
+    cmd = [str(BIN / "proxylab"), "sweep", str(sweep_file), "--db", str(db), "--backend", "ray",
+           "--address", address, "--quiet"]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, state = time.time() + 240, {}
+    while time.time() < deadline and driver.poll() is None:
+        state = _store_state(db) if db.exists() else {}
+        if "done" in state.values() and "running" in state.values():
+            break
+        time.sleep(0.2)
+    driver.kill()                                          # kill -9
+    driver.wait()
+    assert "done" in state.values() and "running" in state.values(), state
+    with Store(db) as s:
+        before = s.runs().set_index("run_id")
+        rows_before = len(s.metrics())
+    assert rows_before > 0
+    assert wait_cpus_free(), "the dead driver's tasks still hold the cluster's CPUs"
+    done_before = set(before.index[before["status"] == "done"])
+    assert subprocess.run(cmd, capture_output=True, timeout=300).returncode == 0
+    with Store(db) as s:
+        after = s.runs().set_index("run_id")
+        assert set(after["status"]) == {"done"}
+        # finished runs were not redone; interrupted ones were, once, from the start
+        assert all(after.loc[r, "attempt"] == 1 for r in done_before)
+        assert all(after.loc[r, "attempt"] == 2 for r in after.index
+                   if before.loc[r, "status"] == "running")
+        m = s.metrics(keys=["train/loss", "val/loss"])
+    for rid, g in m.groupby("run_id"):
+        loss = g[g["key"] == "train/loss"]["step"]
+        assert loss.is_unique and len(loss) >= 1                 # nothing doubled
+        assert 400 in set(g[g["key"] == "val/loss"]["step"])    # nothing lost at the end
+
+
+def test_ctrl_c_cancels_every_task(cluster, tmp_path):
+    address, _ = cluster
+    sweep_file = tmp_path / "int.toml"
+    sweep_file.write_text('name = "int"\n[base]\n"model.width" = 16\n"model.depth" = 1\n'
+                          '"model.heads" = 2\n"task.seq_len" = 16\n"train.batch_size" = 2\n'
+                          '"train.steps" = 5000\n"train.eval_every" = 1000\n'
+                          '[grid]\n"optim.lr" = [0.001, 0.002, 0.003]\n')
+    db = tmp_path / "int.db"
+    driver = subprocess.Popen([str(BIN / "proxylab"), "sweep", str(sweep_file), "--db", str(db),
+                               "--backend", "ray", "--address", address, "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and "running" not in _store_state(db).values() if db.exists() \
+            else time.time() < deadline:
+        time.sleep(0.2)
+    assert "running" in _store_state(db).values()
+    driver.send_signal(signal.SIGINT)
+    assert driver.wait(timeout=60) == 130
+    assert wait_cpus_free(timeout=30), "a task is still running after Ctrl-C"
+
+
+def test_bad_ray_options_are_bad_input():
+    with pytest.raises(ConfigError, match="--gpus-per-run"):
+        RayExecutor(gpus_per_run=1.5)
+    with pytest.raises(ConfigError, match="--cpus-per-run"):
+        RayExecutor(cpus_per_run=0)
