@@ -114,6 +114,7 @@ def decide(claim: Claim, estimate: float, lo: float, hi: float, *, n: int,
     why = {"reproduced": f"the {level:.0%} interval {interval}{unit} lies {side}",
            "not_reproduced": f"the {level:.0%} interval {interval}{unit} excludes {side}",
            "inconclusive": (f"only n={n} sample(s): no uncertainty estimate" if n < 2 else
+                            "no finite bootstrap interval" if interval == "[n/a]" else
                             f"the {level:.0%} interval {interval}{unit} straddles the margin "
                             f"({side})")}[status]
     reason = f"{claim.effect} = {estimate:.4g}{unit}; {why}"

@@ -1,0 +1,80 @@
+"""One helper that draws a figure of line panels from plain data, so a study's figure code
+says what is plotted (series of numbers, axes, units) and nothing about matplotlib.
+
+    draw_panels(path, [Panel(title=..., xlabel=..., ylabel=..., xlog=True,
+                             series=[Series("qk-LN", xs, ys), ...], hlines=[(y, "label")])])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class Series:
+    label: str
+    x: list[float]
+    y: list[float]
+    style: str = "o-"            # a matplotlib format string
+    color: str | None = None
+
+
+@dataclass
+class Panel:
+    title: str
+    xlabel: str
+    ylabel: str
+    series: list[Series] = field(default_factory=list)
+    xlog: bool = False
+    ylog: bool = False
+    hlines: list[tuple[float, str]] = field(default_factory=list)   # (y, label)
+    diagonal: bool = False       # draw y = x (predicted-vs-observed panels)
+
+
+def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
+                suptitle: str = "", panel_size: tuple[float, float] = (4.6, 3.4)) -> Path:
+    """Draw ``panels`` on a grid of ``ncols`` columns and save a PNG at ``path``."""
+    n = max(len(panels), 1)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                             dpi=110, squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for s in panel.series:
+            pts = [(x, y) for x, y in zip(s.x, s.y)
+                   if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
+                   and (not panel.xlog or x > 0) and (not panel.ylog or y > 0)]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, s.style, label=s.label, color=s.color, ms=4)
+        for y, label in panel.hlines:
+            ax.axhline(y, ls="--", color="grey", lw=1, label=label)
+        if panel.xlog:
+            ax.set_xscale("log")
+        if panel.ylog:
+            ax.set_yscale("log")
+        if panel.diagonal:
+            lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
+            ax.plot([lo, hi], [lo, hi], ":", color="grey", lw=1)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel(panel.xlabel)
+        ax.set_ylabel(panel.ylabel)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
