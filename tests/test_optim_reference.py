@@ -170,6 +170,62 @@ def test_adalayer_blocks_match_oracle():
     assert opt.state[net_a.fc2.weight]["exp_avg_sq"].shape == (5, 1)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_adalayer_sgd_matches_float64_oracle(nesterov):
+    """Adaptive head + norms, SGD elsewhere (Zhao et al. 2024, arXiv 2407.07972, §2.3 of
+    research/optimizers.md), written here from the formulas in float64:
+      head (role "head"): Adalayer with one v per output row; norm (role "norm"): one v per
+        tensor; m̂ / (sqrt(v̂_b) + ε) at step lr;
+      hidden / bias: heavy-ball momentum, torch convention (buf₁ = g, buf ← μ·buf + g,
+        Nesterov g + μ·buf, μ = β₁) at step lr·sgd_lr_mult;
+      decoupled decay θ ← θ − lr·λ·θ on θ_{t−1}, with the group's plain lr (not × mult).
+    A schedule moves lr, so a mult applied to the decay, or a missed one, shows."""
+    b1, b2, eps, lr, lam, mult = 0.9, 0.95, 1e-8, 1e-2, 0.1, 7.0
+    net_a, net_b = make_net(), make_net()
+
+    def role_groups(net):
+        return [{"params": [net.fc2.weight], "role": "head"},
+                {"params": [net.fc1.bias], "role": "norm"},
+                {"params": [net.fc1.weight, net.cube], "role": "hidden"},
+                {"params": [net.fc2.bias], "role": "bias", "weight_decay": 0.0}]
+
+    opt = po.AdalayerSGD(role_groups(net_a), lr=lr, betas=(b1, b2), eps=eps,
+                         weight_decay=lam, sgd_lr_mult=mult, nesterov=nesterov)
+    train(net_a, opt, sched=schedule)
+
+    roles = {id(p): g["role"] for g in role_groups(net_b) for p in g["params"]}
+    state, clock = {}, {"t": 0}
+
+    def oracle_step(net):
+        lr_t = lr * schedule(clock["t"])
+        clock["t"] += 1
+        for p in net.parameters():
+            g, role, s = p.grad, roles[id(p)], state.setdefault(p, {"k": 0})
+            s["k"] += 1
+            if role in ("head", "norm"):
+                sq = (g * g).mean(dim=1, keepdim=True) if role == "head" else (g * g).mean()
+                s["m"] = b1 * s.get("m", 0.0) + (1 - b1) * g
+                s["v"] = b2 * s.get("v", 0.0) + (1 - b2) * sq
+                u = (s["m"] / (1 - b1 ** s["k"])) / ((s["v"] / (1 - b2 ** s["k"])).sqrt() + eps)
+                step = lr_t
+            else:
+                s["buf"] = g.clone() if s["k"] == 1 else b1 * s["buf"] + g
+                u = g + b1 * s["buf"] if nesterov else s["buf"]
+                step = lr_t * mult
+            decay = 0.0 if role == "bias" else lr_t * lam
+            with torch.no_grad():
+                p.copy_(p - decay * p - step * u)
+            p.grad = None
+
+    train(net_b, torch.optim.SGD(net_b.parameters(), lr=0.0), grad_hook=oracle_step)
+    assert clock["t"] == STEPS
+    assert_params_close(net_a, net_b, tol=1e-10)
+    assert opt.state[net_a.fc2.weight]["exp_avg_sq"].shape == (5, 1)
+    assert opt.state[net_a.fc1.bias]["exp_avg_sq"].numel() == 1
+    assert "momentum_buffer" in opt.state[net_a.fc1.weight]
+    assert rel(opt.state[net_a.fc1.weight]["momentum_buffer"], state[net_b.fc1.weight]["buf"]) < 1e-10
+
+
 def test_adam_atan2_matches_oracle():
     def hook(net, state={}):  # noqa: B006 (per-test oracle state)
         for p in net.parameters():
