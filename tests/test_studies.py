@@ -19,8 +19,9 @@ def check_summary(summary: dict, name: str, n_verdicts: int) -> None:
     assert len(summary["verdicts"]) == n_verdicts
     for v in summary["verdicts"]:
         assert v["status"] in STATUSES and v["claim"] and v["reason"]
-        ev = v["evidence"]
-        assert {"estimate", "interval", "margin", "direction", "n"} <= set(ev), ev
+        # a claim of several parts carries each part's evidence (see verdict.combine)
+        for ev in v["evidence"].get("parts", {"": v["evidence"]}).values():
+            assert {"estimate", "interval", "margin", "direction", "n"} <= set(ev), ev
 
 
 @pytest.mark.slow
@@ -52,3 +53,19 @@ def test_quick_and_smoke_together_are_bad_input(tmp_path, capsys):
         main(["study", "lr-width", "--quick", "--smoke", "--out", str(tmp_path / "x")])
     assert e.value.code == 2
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_instability_smoke_study(tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", "instability", "--smoke", "--out", str(out), "--workers", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_summary(summary, "instability", 11)
+    assert summary["sweeps"] == [f"instability-{s}-smoke" for s in ("qk", "zloss", "mup", "kappa", "eps")]
+    # claims that need the full form's sweeps say so instead of guessing
+    for i in (3, 4, 6, 10):
+        v = summary["verdicts"][i]
+        assert v["status"] == "inconclusive" and "full form" in v["reason"], v
+    from proxylab.studies.instability import FIGURES
+    for png in FIGURES:
+        assert (out / png).stat().st_size > 0, png
