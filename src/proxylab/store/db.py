@@ -15,6 +15,14 @@ Durability choices (why, briefly):
   never duplicates. ``start_run`` drops an earlier attempt's metrics in the same transaction
   that bumps ``attempt``, so the metrics table only ever holds the current attempt.
 
+Claims (two drivers on one store never run the same run twice): a driver claims the runs it
+is about to run in one ``BEGIN IMMEDIATE`` transaction (:meth:`Store.claim`), so of two
+drivers racing for a run exactly one gets it. A claim is a lease: its driver renews it while
+it lives (:meth:`Store.renew_claims`); once it lapses (the driver was killed, its machine
+lost) or its owner is a process on this host that no longer exists, another driver may claim
+the run and redo it. Claims live in their own table (``claims``), added to older stores on
+open; the schema version is unchanged because readers never look at it.
+
 Timestamps are stored as unix seconds (REAL); ``runs()`` turns them into UTC datetimes.
 NaN metric values are stored as NULL (SQLite has no NaN) and read back as NaN.
 """
@@ -31,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from proxylab.config import ConfigError
+from proxylab.store.lease import owner_alive
 from proxylab.store.meta import environment_meta
 from proxylab.store.schema import (APPLICATION_ID, BUSY_TIMEOUT_MS, FINAL_STATUSES, RUN_COLUMNS, SCHEMA,
                                    SCHEMA_VERSION, STATUSES, as_list, cell, config_dict, default_db_path,
@@ -77,6 +86,7 @@ class Store:
                 conn.close()
             raise
         self._conn, self._pid = conn, os.getpid()
+        self._ensure_claims_table()
 
     # ---- connection and transactions -------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -270,6 +280,66 @@ class Store:
                             "WHERE run_id IN (SELECT value FROM json_each(?))", (json.dumps(ids),))
             return cur.rowcount
 
+    # ---- claims: which driver runs what (see the module doc) -----------------------------
+    _CLAIMS_SQL = ("CREATE TABLE IF NOT EXISTS claims (run_id TEXT PRIMARY KEY REFERENCES "
+                   "runs(run_id), owner TEXT NOT NULL, expires REAL NOT NULL) WITHOUT ROWID")
+
+    def _ensure_claims_table(self) -> None:
+        with self._lock:
+            c = self._c
+            if c.execute("SELECT 1 FROM sqlite_master WHERE name = 'claims'").fetchone():
+                return
+        with self._write() as c:
+            c.execute(self._CLAIMS_SQL)
+
+    def claim(self, run_ids: str | Iterable[str], owner: str, lease_s: float) -> list[str]:
+        """Atomically claim the runs among ``run_ids`` that are not finished and not held by
+        another live driver; -> the ids now held by ``owner`` (in the given order).
+
+        A claim of another owner is taken over when its lease has lapsed, or when that owner
+        is a process of this host (``owner_id``) that no longer exists.
+        """
+        ids = as_list(run_ids)
+        now = time.time()
+        with self._write() as c:
+            status = dict(c.execute("SELECT run_id, status FROM runs WHERE run_id IN "
+                                    "(SELECT value FROM json_each(?))", (json.dumps(ids),)))
+            held = dict(((r, (o, e)) for r, o, e in c.execute(
+                "SELECT run_id, owner, expires FROM claims WHERE run_id IN "
+                "(SELECT value FROM json_each(?))", (json.dumps(ids),))))
+            got = []
+            for rid in ids:
+                if rid not in status or status[rid] in ("done", "diverged"):
+                    continue
+                if rid in held and held[rid][0] != owner and held[rid][1] > now \
+                        and owner_alive(held[rid][0]):
+                    continue
+                c.execute("INSERT INTO claims(run_id, owner, expires) VALUES (?, ?, ?) "
+                          "ON CONFLICT(run_id) DO UPDATE SET owner = excluded.owner, "
+                          "expires = excluded.expires", (rid, owner, now + lease_s))
+                got.append(rid)
+            return got
+
+    def renew_claims(self, owner: str, lease_s: float) -> int:
+        """Extend every lease ``owner`` holds by ``lease_s`` from now; -> how many."""
+        with self._write() as c:
+            return c.execute("UPDATE claims SET expires = ? WHERE owner = ?",
+                             (time.time() + lease_s, owner)).rowcount
+
+    def release_claims(self, owner: str, run_ids: str | Iterable[str] | None = None) -> int:
+        """Drop ``owner``'s claims (all, or those among ``run_ids``); -> how many."""
+        sql, args = "DELETE FROM claims WHERE owner = ?", [owner]
+        if run_ids is not None:
+            sql += " AND run_id IN (SELECT value FROM json_each(?))"
+            args.append(json.dumps(as_list(run_ids)))
+        with self._write() as c:
+            return c.execute(sql, args).rowcount
+
+    def claims(self) -> dict[str, tuple[str, float]]:
+        """``{run_id: (owner, expires unix s)}`` of every claim, lapsed ones included."""
+        with self.snapshot() as c:
+            return {r: (o, e) for r, o, e in c.execute("SELECT run_id, owner, expires FROM claims")}
+
     # ---- reading: plain values ----------------------------------------------------------
     def interrupted(self, run_ids: str | Iterable[str] | None = None) -> list[str]:
         """Runs left ``running`` (by a driver that died), optionally among ``run_ids``."""
@@ -422,3 +492,4 @@ class Store:
         wide = long.pivot(index=["run_id", "step"], columns="key", values="value")
         wide.columns.name = None
         return wide
+

@@ -6,26 +6,37 @@ executor whose events it writes to the store. Killing the driver at any moment l
 transactions only: finished runs stay finished, an interrupted run is left `running` and is
 redone from scratch next time (`start_run` drops the metrics of the earlier attempt), and
 metric rows are keyed by (run, step, key) so nothing is ever duplicated.
+
+Two drivers on one store (the same study started in two terminals, several drivers on a
+cluster's shared disk) never run the same run twice: a driver claims the runs it is about to
+run in one transaction (``Store.claim``), keeps the leases alive from a thread while it works
+and drops them when it is done. A second driver runs whatever it could claim, then waits for
+the runs another live driver holds; when that driver dies (its process is gone on this host,
+or its lease lapsed, ``PROXYLAB_LEASE_S``, default 60 s) it claims and redoes them. A run the
+other driver finished, or recorded as failed, while this one waited is not run again.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 
 from proxylab.config import ConfigError, RunConfig
 from proxylab.sweep.executors import Event, Executor
 from proxylab.sweep.progress import Progress
+from proxylab.sweep.progress import run_label as progress_label
 from proxylab.sweep.spec import SweepSpec
 
 FINISHED = ("done", "diverged")
 
 
 def run_label(cfg: RunConfig, axes: list[str]) -> str:
-    flat = cfg.flat()
-    return " ".join(f"{k.split('.')[-1]}={flat[k]:g}" if isinstance(flat[k], float)
-                    else f"{k.split('.')[-1]}={flat[k]}" for k in axes if k in flat)
+    """The run's axis values, each labelled by its shortest unambiguous key suffix."""
+    return progress_label(cfg, axes)
 
 
 @dataclass
@@ -88,6 +99,7 @@ def preflight(configs: list[RunConfig]) -> dict[str, str]:
     Returns each run's data fingerprint by run id."""
     from proxylab.tasks import build_task  # noqa: PLC0415
 
+    lease_seconds()                                   # a bad PROXYLAB_LEASE_S: exit 2 here
     if any(c.train.device == "cuda" for c in configs):
         import torch  # noqa: PLC0415
 
@@ -113,8 +125,10 @@ def check_fingerprints(store, status: dict[str, str], fingerprints: dict[str, st
             if old and old != fingerprints[rid]:
                 raise ConfigError(
                     f"run {rid} in {store.path} was trained on data with fingerprint {old[:12]}, "
-                    f"but its task.path now gives {fingerprints[rid][:12]}; use another --db "
-                    "or sweep name to keep both")
+                    f"but its task.path now gives {fingerprints[rid][:12]}. A store holds one "
+                    "result per config: to keep both, use another --db, or put the new data at "
+                    "another path (task.path is part of the run id); `proxylab run ... --force` "
+                    "retrains a single run on the new data, replacing the stored one")
 
 
 def plan(spec: SweepSpec, store) -> tuple[list[RunConfig], dict[str, str]]:
@@ -143,10 +157,81 @@ def run_sweep(spec: SweepSpec, store, executor: Executor, *, show_progress: bool
     writer = StoreWriter(store, progress)
     use_checkpoints_of(store)
     try:
-        executor.run(todo, writer.handle)
+        run_claimed(todo, store, executor, writer.handle, stream=stream, verbose=show_progress)
     finally:
         progress.close()
     return SweepOutcome(spec.name, len(configs), skipped, writer.statuses)
+
+
+def lease_seconds() -> float:
+    try:
+        return max(1.0, float(os.environ.get("PROXYLAB_LEASE_S", "60")))
+    except ValueError:
+        raise ConfigError(f"PROXYLAB_LEASE_S={os.environ['PROXYLAB_LEASE_S']!r}: expected a "
+                          "number of seconds") from None
+
+
+class Lease:
+    """Keeps this driver's claims alive (a daemon thread renews them every lease/4) and drops
+    them on exit; a driver killed with -9 simply stops renewing."""
+
+    def __init__(self, store, owner: str, lease_s: float):
+        self.store, self.owner, self.lease_s = store, owner, lease_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="proxylab-lease")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.lease_s / 4):
+            try:
+                self.store.renew_claims(self.owner, self.lease_s)
+            except Exception:  # noqa: BLE001 -- a busy store: try again on the next beat
+                pass
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.store.release_claims(self.owner)
+
+
+def run_claimed(todo: list[RunConfig], store, executor: Executor, handle, *, stream=None,
+                verbose: bool = True) -> None:
+    """Run `todo` on `executor`, each run only once this driver holds its claim (see the
+    module doc); waits for runs that another live driver holds."""
+    from proxylab.store.lease import owner_id  # noqa: PLC0415
+
+    owner, lease_s = owner_id(), lease_seconds()
+    waiting = {c.id: c for c in todo}
+    attempt0 = _attempts(store, list(waiting))
+    told = False
+    with Lease(store, owner, lease_s):
+        while waiting:
+            mine = store.claim(list(waiting), owner, lease_s)
+            if mine:
+                executor.run([waiting.pop(rid) for rid in mine], handle)
+                store.release_claims(owner, mine)
+                continue
+            # the rest are another driver's: drop what it has finished (or failed) meanwhile
+            for rid, (status, attempt) in _attempts(store, list(waiting)).items():
+                if status in ("done", "diverged") or (status == "failed" and attempt > attempt0[rid]):
+                    del waiting[rid]
+            if waiting:
+                if verbose and not told:
+                    print(f"{len(waiting)} runs are held by another driver on {store.path}; "
+                          "waiting for them to finish (or for that driver to die)",
+                          file=stream or sys.stdout)
+                    told = True
+                time.sleep(min(2.0, lease_s / 4))
+
+
+def _attempts(store, run_ids: list[str]) -> dict[str, tuple[str, int]]:
+    """{run_id: (status, attempt)}."""
+    with store.snapshot():
+        return {rid: (info["status"], info["attempt"])
+                for rid, info in ((r, store.run(r)) for r in run_ids)}
 
 
 def use_checkpoints_of(store) -> None:
