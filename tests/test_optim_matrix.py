@@ -150,7 +150,8 @@ def _assert_close_models(a, b, rtol):
 
 def test_muon_matches_keller_with_aux_adam(fp32_reference_ns):
     ours_m, ref_m = _mlp(), _mlp()
-    ours = Muon(_role_groups(ours_m), lr=0.02, weight_decay=0.1)   # aux: 3e-4, (0.9, 0.95), 1e-10
+    ours = Muon(_role_groups(ours_m), lr=0.02, weight_decay=0.1,   # aux: (0.9, 0.95), 1e-10
+                adam_lr=3e-4)                                      # Keller's aux lr
     hid = [p for n, p in ref_m.named_parameters() if ROLES[n] == "hidden"]
     rest = [p for n, p in ref_m.named_parameters() if ROLES[n] != "hidden"]
     ref = keller.SingleDeviceMuonWithAuxAdam([
@@ -234,7 +235,7 @@ def test_muon_conv_reshape_routing_and_stats():
     opt = Muon([dict(params=[conv], role="hidden"), dict(params=[emb], role="embedding")],
                lr=0.1, nesterov=False, momentum=0.0)
     assert [g["use_muon"] for g in opt.param_groups] == [True, False]
-    assert opt.param_groups[1]["lr"] == pytest.approx(3e-4)     # re-based aux lr
+    assert opt.param_groups[1]["lr"] == pytest.approx(3e-3)     # re-based aux lr (adam_lr)
     conv.grad, emb.grad = torch.randn_like(conv), torch.randn_like(emb)
     before = conv.detach().clone()
     opt.probe_next_step()

@@ -46,7 +46,8 @@ def _opt(default, *, choices=None, lo=None, hi=None, lo_open=False, doc="", adde
 class TaskConfig:
     name: str = _opt("text", choices=("text", "modular", "digits"), doc="data / task family")
     seq_len: int = _opt(128, lo=1, doc="tokens per sequence (text)")
-    path: str = _opt("", doc="'' = built-in corpus; a text file/folder or a .bin token file/folder")
+    path: str = _opt("", doc="'' = built-in corpus; a text file/folder or a .bin token file/folder "
+                             "(stored as an absolute path), or hf:NAME (a datasets dataset)")
     vocab_size: int = _opt(0, lo=0, doc="token files: 0 = largest token id + 1")
     val_frac: float = _opt(0.1, lo=0.0, hi=0.5, lo_open=True, doc="text: share of documents held out")
     p: int = _opt(97, lo=2, doc="modular: the modulus (prime for ÷)")
@@ -59,7 +60,7 @@ class TaskConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    name: str = _opt("gpt", choices=("gpt", "mlp", "answer_tf", "cnn"), doc="model family")
+    name: str = _opt("gpt", choices=("gpt", "mlp", "answer_tf", "quad_mlp", "cnn"), doc="model family")
     width: int = _opt(128, lo=1, doc="residual / hidden width")
     depth: int = _opt(2, lo=1, doc="transformer blocks (gpt) or hidden layers (mlp)")
     heads: int = _opt(4, lo=1, doc="attention heads (gpt); must divide width")
@@ -234,6 +235,9 @@ def from_flat(flat: Mapping[str, Any]) -> RunConfig:
     if extra:
         merged = {**per_section["optim"].get("extra", {}), **extra}
         per_section["optim"]["extra"] = {k: merged[k] for k in sorted(merged)}
+    path = per_section["task"].get("path")
+    if path and not path.startswith("hf:"):   # one file, one id, from whichever folder
+        per_section["task"]["path"] = str(Path(path).expanduser().resolve())
     cfg = RunConfig(**{s: SECTIONS[s](**kw) for s, kw in per_section.items()})
     _check_cross_field(cfg)
     return cfg

@@ -1,8 +1,15 @@
 """Optimizers: ``torch.optim.Optimizer`` subclasses on one shell (``base.py``), a registry of
 names for ``optim.name``, and ``build_optimizer(model, cfg)``.
 
-Every optimizer here is usable in any PyTorch code (``proxylab.optim.Lion(model.parameters())``)
-and shares one weight-decay semantics (``wd_mode``: decoupled / independent / l2 / none) and
+Every registered optimizer is importable by its class name (``from proxylab.optim import
+Muon, SOAP, Shampoo, LAWN``) and usable in any PyTorch code. Optimizers that treat tensors by
+their role (Muon, Adalayer-SGD, LAWN) need role-tagged param groups; ``param_groups(model)``
+builds them for any ``nn.Module`` (``Muon.from_model(model)`` does it in one call):
+
+    from proxylab.optim import Muon, param_groups
+    opt = Muon(param_groups(model, lr=0.02), lr=0.02)      # or Muon.from_model(model)
+
+All of them share one weight-decay semantics (``wd_mode``: decoupled / independent / l2 / none) and
 one instrumentation (``probe_next_step()`` then ``last_stats``). See ``base.py`` and
 research/optimizers.md.
 
@@ -19,6 +26,7 @@ keyword of the constructor (anything else is a ConfigError naming the allowed ke
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import inspect
@@ -31,13 +39,18 @@ from proxylab.config import ConfigError, OptimConfig
 from proxylab.optim.adafactor import Adafactor, FactoredAdam
 from proxylab.optim.adam import Adalayer, AdalayerSGD, Adam, AdamAtan2, AdamW
 from proxylab.optim.base import ROLES, WD_MODES, ProxyOptimizer
+from proxylab.optim.lawn import LAWN
 from proxylab.optim.layerwise import LAMB, NovoGrad
+from proxylab.optim.muon import Muon
 from proxylab.optim.sgd import LARS, SGD
+from proxylab.optim.shampoo import Shampoo
 from proxylab.optim.sign import Lion, Signum
+from proxylab.optim.soap import SOAP
 
 __all__ = ["Adafactor", "Adalayer", "AdalayerSGD", "Adam", "AdamAtan2", "AdamW", "FactoredAdam",
-           "LAMB", "LARS", "Lion", "NovoGrad", "ProxyOptimizer", "SGD", "Signum",
-           "available", "build_optimizer", "default_lr", "get_class", "validate_optim_config"]
+           "LAMB", "LARS", "LAWN", "Lion", "Muon", "NovoGrad", "ProxyOptimizer", "ROLES", "SGD",
+           "SOAP", "Shampoo", "Signum", "available", "build_optimizer", "default_lr",
+           "get_class", "infer_roles", "param_groups", "validate_optim_config"]
 
 
 @dataclass(frozen=True)
@@ -84,10 +97,21 @@ REGISTRY: dict[str, Entry] = {
     "shampoo": Entry("proxylab.optim.shampoo:Shampoo", 3e-3, doc="Shampoo with grafting"),
     # [2.34]
     "soap": Entry("proxylab.optim.soap:SOAP", 3e-3, doc="Adam in Shampoo's eigenbasis"),
-    # [2.36]
+    # [2.36 with Keller's aux AdamW lr 3e-4; with extra.adam_lr = 3e-3, the default since:
+    #  2.21 vs AdamW 2.39 at 16 eval batches (muon.py has the width-32 numbers)]
     "muon": Entry("proxylab.optim.muon:Muon", 0.02, doc="orthogonalised momentum (+ AdamW aux)"),
 }
 LAWN_TARGET = "proxylab.optim.lawn:LAWN"
+
+
+def __getattr__(name: str):
+    """A class registered after this module was written (``REGISTRY[...] = Entry(...)``) is
+    importable by its class name too: ``from proxylab.optim import MyOpt``."""
+    for entry in REGISTRY.values():
+        if entry.target.rsplit(":", 1)[-1] == name:
+            return _load(entry.target)
+    raise AttributeError(f"module 'proxylab.optim' has no attribute {name!r}")
+
 LAWN_PREFIX = "lawn-"
 # LAWN's own keywords; every other optim.extra key goes to the base optimizer
 _LAWN_OWN = ("base_optimizer", "params_to_constrain")
@@ -211,17 +235,57 @@ def validate_optim_config(cfg: OptimConfig) -> None:
         raise ConfigError(f"optim: {cfg.name!r} rejects these settings: {e}") from None
 
 
-def _roles(model: torch.nn.Module, names: list[str], params: list) -> dict[str, str]:
+_NORM_TYPES = tuple(t for t in (getattr(torch.nn, n, None) for n in (
+    "LayerNorm", "RMSNorm", "GroupNorm", "BatchNorm1d", "BatchNorm2d", "BatchNorm3d",
+    "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "LocalResponseNorm")) if t is not None)
+
+
+def infer_roles(model: torch.nn.Module) -> dict[str, str]:
+    """Parameter name -> role for any ``nn.Module`` (``model.param_roles()`` when it has one).
+
+    Without ``param_roles``: biases -> "bias"; ``nn.Embedding`` weights -> "embedding";
+    norm-layer weights and any other tensor with < 2 dims -> "norm"; the weight of the last
+    module (in registration order) that owns a >= 2-D weight -> "head" (the output layer);
+    every other >= 2-D tensor -> "hidden". Check the result when the output layer is not
+    registered last, and correct it with ``param_groups(model, roles={...})``.
+    """
     if hasattr(model, "param_roles"):
-        roles = model.param_roles()
-    else:  # any nn.Module: 1-D tensors are gains/biases, the rest hidden
-        roles = {n: ("bias" if n.endswith("bias") else "norm") if p.ndim < 2 else "hidden"
-                 for n, p in zip(names, params)}
-    for n in names:
-        if roles.get(n) not in ROLES:
-            raise ValueError(f"model.param_roles(): {n!r} has role {roles.get(n)!r}; "
-                             f"expected one of {ROLES}")
+        return dict(model.param_roles())
+    roles: dict[str, str] = {}
+    last_matrix = None
+    seen: set[int] = set()
+    for mname, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if id(p) in seen:                # a tied weight keeps its first role
+                continue
+            seen.add(id(p))
+            name = f"{mname}.{pname}" if mname else pname
+            if pname == "bias":
+                roles[name] = "bias"
+            elif isinstance(module, (torch.nn.Embedding, torch.nn.EmbeddingBag)):
+                roles[name] = "embedding"
+            elif isinstance(module, _NORM_TYPES) or p.ndim < 2:
+                roles[name] = "norm"
+            else:
+                roles[name] = "hidden"
+                last_matrix = name
+    if last_matrix is not None:
+        roles[last_matrix] = "head"
     return roles
+
+
+def _roles(model: torch.nn.Module, names: list[str], roles: dict | None) -> dict[str, str]:
+    out = infer_roles(model)
+    for n, role in (roles or {}).items():
+        if n not in names:
+            raise ConfigError(f"param_groups(roles=...): {n!r} is not a trainable parameter of "
+                              f"the model; names look like {', '.join(names[:3])}, ...")
+        out[n] = role
+    for n in names:
+        if out.get(n) not in ROLES:
+            raise ConfigError(f"param role of {n!r}: {out.get(n)!r} is not a role; allowed: "
+                              f"{', '.join(ROLES)}")
+    return out
 
 
 def _decays(role: str, cfg: OptimConfig) -> bool:
@@ -229,22 +293,50 @@ def _decays(role: str, cfg: OptimConfig) -> bool:
             "norm": False, "bias": False}[role]
 
 
-def param_groups(model: torch.nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """One group per (role, LR scale): names, role, lr = cfg.lr·scale, peak_lr, decay mask."""
+def param_groups(model: torch.nn.Module, cfg: OptimConfig | None = None, *,
+                 roles: dict[str, str] | None = None, **settings: Any) -> list[dict[str, Any]]:
+    """Role-tagged param groups of ``model``, for any proxylab optimizer (or torch's).
+
+    One group per (role, LR scale) with keys ``params``, ``names``, ``role`` and
+    ``weight_decay = 0`` for the roles that are never decayed (norm gains, biases, and
+    embeddings unless ``decay_embeddings``). Settings come from ``cfg`` (an OptimConfig, as
+    the training loop does) or from keywords of OptimConfig — ``lr``, ``weight_decay``,
+    ``wd_mode``, ``decay_embeddings``, ``decay_head``; a keyword left out is left to the
+    optimizer's own default (``param_groups(model)`` puts no ``lr`` in the groups).
+    ``lr`` becomes ``lr``·the model's ``lr_scales()`` where it has them (muP).
+    Roles are ``infer_roles(model)``; ``roles={"lm_head.weight": "head"}`` corrects single
+    tensors (roles: embedding, hidden, head, norm, bias; anything else is a ConfigError).
+    """
+    if cfg is None:
+        known = {f.name for f in dataclasses.fields(OptimConfig)} - {"name", "extra"}
+        bad = sorted(set(settings) - known)
+        if bad:
+            raise ConfigError(f"param_groups: unknown setting(s) {', '.join(bad)}; allowed: "
+                              f"{', '.join(sorted(known))}")
+        given, cfg = set(settings), OptimConfig(**settings)
+    else:
+        given, cfg = {"lr", "weight_decay", "wd_mode"}, dataclasses.replace(cfg, **settings)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    names, params = [n for n, _ in named], [p for _, p in named]
-    roles = _roles(model, names, params)
+    names = [n for n, _ in named]
+    role_of = _roles(model, names, roles)
     scales = model.lr_scales() if hasattr(model, "lr_scales") else {}
+    if "lr" not in given and any(float(scales.get(n, 1.0)) != 1.0 for n in names):
+        raise ConfigError("param_groups: this model scales LRs per tensor (model.lr_scales(), "
+                          "e.g. muP); pass lr=... so each group's LR can be set")
     groups: dict[tuple[str, float], dict[str, Any]] = {}
     for n, p in named:
-        role, scale = roles[n], float(scales.get(n, 1.0))
+        role, scale = role_of[n], float(scales.get(n, 1.0))
         g = groups.get((role, scale))
         if g is None:
-            lr = cfg.lr * scale
-            g = groups[(role, scale)] = {
-                "params": [], "names": [], "role": role, "lr": lr, "peak_lr": lr,
-                "weight_decay": cfg.weight_decay if _decays(role, cfg) else 0.0,
-                "wd_mode": cfg.wd_mode}
+            g = groups[(role, scale)] = {"params": [], "names": [], "role": role}
+            if "lr" in given:
+                g["lr"] = g["peak_lr"] = cfg.lr * scale
+            if not _decays(role, cfg):
+                g["weight_decay"] = 0.0
+            elif "weight_decay" in given:
+                g["weight_decay"] = cfg.weight_decay
+            if "wd_mode" in given:
+                g["wd_mode"] = cfg.wd_mode
         g["params"].append(p)
         g["names"].append(n)
     return list(groups.values())

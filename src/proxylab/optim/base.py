@@ -196,6 +196,10 @@ class ProxyOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         g = self.param_groups[-1]
+        if g["role"] not in ("", *ROLES):
+            raise _config_error(f"param group role: {g['role']!r} is not a role; use one of "
+                                f"{', '.join(ROLES)} (proxylab.optim.param_groups(model) "
+                                "tags them for you)")
         if g["wd_mode"] not in WD_MODES:
             raise _config_error(f"optim.wd_mode: {g['wd_mode']!r} is not allowed; "
                                 f"choose one of {', '.join(map(repr, WD_MODES))}")
@@ -210,6 +214,19 @@ class ProxyOptimizer(torch.optim.Optimizer):
             lr = g["lr"]
             g["peak_lr"] = lr.clone() if isinstance(lr, Tensor) else lr
         self.validate_group(g)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, *, roles: dict[str, str] | None = None,
+                   **kwargs: Any) -> "ProxyOptimizer":
+        """``cls(proxylab.optim.param_groups(model, lr=...), **kwargs)``: role-tagged groups
+        (embeddings, head, norm gains, biases told apart from hidden matrices; no decay on
+        gains, biases and embeddings), at ``kwargs["lr"]`` or the class's default LR."""
+        import inspect  # noqa: PLC0415
+
+        from proxylab.optim import param_groups  # noqa: PLC0415 (the package imports this)
+
+        lr = kwargs.get("lr", inspect.signature(cls.__init__).parameters["lr"].default)
+        return cls(param_groups(model, lr=lr, roles=roles), **kwargs)
 
     def validate_group(self, group: dict[str, Any]) -> None:
         """Hook for subclass-specific checks of a new group (raise ConfigError)."""

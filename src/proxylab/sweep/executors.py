@@ -17,16 +17,16 @@ the driver is the single writer (see ``proxylab.sweep.driver``). The Ray backend
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import signal
-import threading
+import subprocess
+import sys
 import time
 import traceback
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_any
+from pathlib import Path
 from typing import Callable, Protocol
 
 from proxylab.config import ConfigError, RunConfig
@@ -87,48 +87,31 @@ class InlineExecutor:
 # local process pool
 #
 # Why it is built this way:
-# * Events go over a plain pipe that the worker writes synchronously (mp.Queue hands them to a
-#   feeder thread instead), so a run's last event is in the pipe before its future completes.
-#   The driver still waits up to RESULT_GRACE_S after a future completes for the run's
+# * Workers are plain subprocesses running proxylab.sweep.worker (not multiprocessing
+#   children): they never re-import the user's __main__, so a script that calls
+#   pl.sweep(..., workers=2) needs no `if __name__ == "__main__":` guard, and there are no
+#   named semaphores for a killed driver to leak.
+# * Each worker has its own socket and holds one run at a time, so a worker that dies (OOM
+#   kill, segfault, os._exit) is known to have died on exactly that run: it is recorded
+#   failed, a fresh worker takes the worker's place, and the other workers go on untouched.
+#   A half-written message from a dying worker ends only that worker's stream.
+# * Sends are synchronous, so a run's last event is in the socket before its "task_done".
+#   The driver still waits up to RESULT_GRACE_S after "task_done" for the run's
 #   finished/failed event (a target may emit from a thread) before it gives the run up.
-# * One worker that dies (OOM kill, segfault, os._exit) breaks a ProcessPoolExecutor as a
-#   whole. The pool's unfinished runs are then suspects: each is re-run alone in a 1-worker
-#   pool, and the one that kills its own worker is recorded failed; the others finish normally
-#   (re-running emits 'started' again and the driver's start_run drops the earlier metrics).
-#   At most `workers` runs are submitted at a time, so unsubmitted runs are never suspects.
-# * Each pool has its own pipe and lock: a killed worker may leave the lock held or a message
-#   half-written. Once the pool's workers are all dead, the driver closes its own copy of the
-#   write end and reads to EOF, so a half-written message ends the read instead of hanging it.
-#   The healthy workers of a broken pool are killed at once: their runs are re-run anyway.
+# * A worker that dies before it is ready (cannot import torch, ...) stops the sweep with
+#   WorkerStartError instead of failing every run in turn.
 
-_PIPE = _LOCK = None
+_PIPE = _LOCK = None        # set in a worker process by proxylab.sweep.worker
 
 
-def _init_worker(pipe, lock, threads: int, parent_pid: int) -> None:
-    global _PIPE, _LOCK
-    _PIPE, _LOCK = pipe, lock
-    # Ctrl-C goes to the whole process group; the driver alone decides what happens.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A worker whose driver was killed (kill -9) exits instead of training on as an orphan;
-    # a thread, so that idle workers notice too.
-    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    import torch  # noqa: PLC0415
-
-    torch.set_num_threads(threads)     # never oversubscribe: one thread per worker by default
-    torch.set_num_interop_threads(1)
-
-
-def _exit_when_orphaned(parent_pid: int) -> None:
-    while os.getppid() == parent_pid:
-        time.sleep(1.0)
-    os._exit(3)
+class WorkerStartError(RuntimeError):
+    """A pool worker died before it could take a run (its error output precedes this)."""
 
 
 def _emit(event: Event) -> None:
-    """Send one event to the driver; it is in the pipe when this returns."""
+    """Send one event to the driver; it is in the socket when this returns."""
     try:
-        with _LOCK:                    # two workers' messages above PIPE_BUF would interleave
+        with _LOCK:                    # a run may emit from a thread beside the main one
             _PIPE.send(event)
     except OSError:                    # the driver is gone (kill -9): nobody reads results
         os._exit(3)
@@ -147,123 +130,166 @@ def _death(code: int | None) -> str:
     return f"exit code {code}"
 
 
+class _Worker:
+    """One worker subprocess, its end of the socket, and the runs it holds."""
+
+    def __init__(self, threads: int, target, registry: dict):
+        import socket  # noqa: PLC0415
+
+        from proxylab.sweep.worker import COMMAND  # noqa: PLC0415
+
+        mine, theirs = socket.socketpair()
+        src = str(Path(__file__).resolve().parents[2])      # the folder holding proxylab
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", COMMAND, str(theirs.fileno()), str(os.getpid()), src],
+                pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            theirs.close()
+        self.conn = Connection(mine.detach())
+        self.ready = False
+        self.current: str | None = None      # the run it is on (no "task_done" yet)
+        self.held: set[str] = set()          # runs sent to it without a terminal event
+        self.conn.send(("sys_path", list(sys.path)))
+        self.conn.send(("init", {"threads": threads, "target": target, "registry": registry}))
+
+    def give(self, cfg: RunConfig) -> None:
+        self.conn.send(("run", cfg))
+        self.current = cfg.id
+        self.held.add(cfg.id)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+    def close(self, timeout: float) -> int | None:
+        """Ask it to exit (EOF), wait up to `timeout`, then kill it; -> exit code."""
+        self.conn.close()
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def _registry_to_send(configs: list[RunConfig]) -> dict:
+    """Optimizers registered in this process (a user's own) travel to the workers; one defined
+    in the script itself cannot be imported there."""
+    if "proxylab.optim" not in sys.modules:
+        return {}
+    from proxylab import optim  # noqa: PLC0415
+
+    for cfg in configs:
+        target = optim._entry(cfg.optim.name).target
+        if target.split(":")[0] == "__main__":
+            raise ConfigError(
+                f"optim.name: {cfg.optim.name!r} is a class defined in your script ({target}); "
+                "pool workers do not import your script: move the class into a module of its "
+                "own (e.g. my_optim.py beside the script) and register it from there, or use "
+                "--workers 1")
+    return dict(optim.REGISTRY)
+
+
 class LocalExecutor:
-    """A pool of `workers` spawned processes with `threads` torch threads each.
+    """A pool of `workers` subprocesses with `threads` torch threads each.
 
     `target(cfg)` runs one config in a worker (default `_worker_run`); it must be a
-    module-level function so that spawned workers can import it.
+    module-level function of an importable module (not of the script being run).
     """
 
-    RESULT_GRACE_S = 60.0   # after a run's future completed, how long its last event may lag
+    RESULT_GRACE_S = 60.0   # after a run's target returned, how long its last event may lag
+    START_GRACE_S = 2.0     # after a target raised: no terminal event is coming
 
     def __init__(self, workers: int, threads: int = 1,
                  target: Callable[[RunConfig], None] | None = None):
         self.workers, self.threads = workers, max(1, threads)
         self.target = target or _worker_run
+        if getattr(self.target, "__module__", None) == "__main__":
+            raise ValueError("LocalExecutor target: define it in an importable module; pool "
+                             "workers do not import the running script")
 
     def run(self, configs: list[RunConfig], handle: Handle) -> None:
         self._handle, self._started = handle, set()
-        todo, suspects = deque(configs), deque()
-        while todo or suspects:
-            if suspects:
-                # One suspect at a time, alone: a pool that breaks now was broken by its run.
-                culprits, exitcodes = self._run_pool(suspects, 1)
-                for cfg in culprits:
-                    handle(("failed", cfg.id, f"worker process died: {_death(exitcodes[-1])}"))
-            else:
-                suspects.extend(self._run_pool(todo, self.workers)[0])
-
-    def _run_pool(self, todo: deque, n: int) -> tuple[list[RunConfig], list[int | None]]:
-        """Run configs popped from `todo` on a fresh pool of `n` workers until `todo` is empty
-        and every submitted run has its finished/failed event. If a worker dies, return the
-        submitted runs that have none (the suspects) and the workers' exit codes instead."""
-        ctx = mp.get_context("spawn")
-        reader, writer = ctx.Pipe(duplex=False)
-        pool = ProcessPoolExecutor(max_workers=min(n, len(todo)), mp_context=ctx,
-                                   initializer=_init_worker,
-                                   initargs=(writer, ctx.Lock(), self.threads, os.getpid()))
-        procs: dict = {}      # pid -> Process, every worker this pool started
-        open_runs: dict[str, RunConfig] = {}          # submitted, no terminal event yet
-        busy: dict = {}       # future -> run id, for runs a worker is on
-        grace: dict[str, tuple[float, str]] = {}     # future completed: (deadline, reason)
+        registry = _registry_to_send(configs)
+        todo: deque[RunConfig] = deque(configs)
+        open_runs: dict[str, RunConfig] = {}          # sent to a worker, no terminal event
+        grace: dict[str, tuple[float, str]] = {}      # target returned: (deadline, reason)
+        pool: list[_Worker] = []
         try:
-            broken = False
-            while not broken and (todo or open_runs):
-                while todo and len(busy) < n:
-                    cfg = todo.popleft()
-                    try:
-                        busy[pool.submit(self.target, cfg)] = cfg.id
-                    except BrokenProcessPool:
-                        todo.appendleft(cfg)
-                        broken = True
-                        break
-                    open_runs[cfg.id] = cfg
-                    procs.update(getattr(pool, "_processes", None) or {})   # spawned on submit
-                self._read(reader, open_runs, timeout=0.1)
+            while todo or open_runs:
+                while todo and len(pool) < self.workers and \
+                        len(pool) < len(todo) + sum(w.current is not None for w in pool):
+                    pool.append(_Worker(self.threads, self.target, registry))
+                for w in pool:
+                    if w.ready and w.current is None and todo:
+                        cfg = todo.popleft()
+                        open_runs[cfg.id] = cfg
+                        w.give(cfg)
+                for conn in wait_any([w.conn for w in pool], timeout=0.2):
+                    w = next(w for w in pool if w.conn is conn)
+                    if not self._read(w, open_runs, grace):
+                        pool.remove(w)
+                        self._bury(w, open_runs, grace)
                 now = time.monotonic()
-                for f in [f for f in busy if f.done()]:
-                    rid, exc = busy.pop(f), f.exception()
-                    if isinstance(exc, BrokenProcessPool):
-                        broken = True
-                    elif rid in open_runs and exc is None:
-                        grace[rid] = (now + self.RESULT_GRACE_S,
-                                      "worker ended without reporting a result")
-                    elif rid in open_runs:     # the target raised: no terminal event is coming
-                        grace[rid] = (now + 2.0, f"worker error: {exc!r}")
                 for rid, (deadline, reason) in list(grace.items()):
                     if rid not in open_runs:
                         del grace[rid]
                     elif now > deadline:
                         del grace[rid]
                         self._give_up(rid, open_runs, reason)
-                # The pool itself can miss a death until its next result: CPython 3.11 wakes
-                # its manager thread *before* spawning the worker a submit() asks for, so that
-                # worker's sentinel may go unwatched. Watch them here (without reaping them).
-                if wait_any([p.sentinel for p in procs.values()], timeout=0):
-                    broken = True
-            if not broken:
-                pool.shutdown(wait=True)
-                return [], []
-            # A worker died and the pool is lost: stop the others now. Whatever they sent is
-            # already in the pipe (sends are synchronous); read it up to EOF.
-            procs.update(getattr(pool, "_processes", None) or {})
-            for p in procs.values():
-                p.kill()                   # a no-op for the dead ones
-            pool.shutdown(wait=True)       # its manager thread reaps them: exit codes are known
-            writer.close()
-            self._read(reader, open_runs, timeout=0)
-            return list(open_runs.values()), [p.exitcode for p in procs.values()]
+            for w in pool:
+                w.close(timeout=5.0)
         except BaseException:
             # Ctrl-C or a store error: stop the workers now; their runs stay 'running' in the
             # store and are redone on the next start (as after kill -9).
-            procs.update(getattr(pool, "_processes", None) or {})
-            for p in procs.values():
-                p.kill()
-            pool.shutdown(wait=False, cancel_futures=True)
-            for p in procs.values():
-                p.join(timeout=1.0)
+            for w in pool:
+                w.kill()
+            for w in pool:
+                w.close(timeout=1.0)
             raise
-        finally:
-            writer.close()
-            reader.close()
 
-    def _read(self, reader, open_runs: dict[str, RunConfig], timeout: float) -> None:
-        """Hand the driver every event waiting in the pipe, waiting up to `timeout` for one."""
+    def _read(self, w: _Worker, open_runs: dict, grace: dict) -> bool:
+        """Hand the driver every event waiting from `w`; False when `w` is gone (EOF)."""
         while True:
             try:
-                if not reader.poll(timeout):
-                    return
-                kind, rid, payload = reader.recv()
-            except (EOFError, OSError):   # every writer is gone: nothing more can come
-                return
-            timeout = 0
+                if not w.conn.poll(0):
+                    return True
+                kind, rid, payload = w.conn.recv()
+            except (EOFError, OSError):   # the worker died (or exited): nothing more can come
+                return False
+            if kind == "ready":
+                w.ready = True
+                continue
+            if kind == "task_done":
+                w.current = None
+                if rid in open_runs:
+                    grace[rid] = ((time.monotonic() + self.RESULT_GRACE_S,
+                                   "worker ended without reporting a result") if payload is None
+                                  else (time.monotonic() + self.START_GRACE_S,
+                                        f"worker error: {payload.strip().splitlines()[-1]}"))
+                continue
             if rid not in open_runs:
                 continue                  # a late event of a run already given up on
             if kind == "started":
                 self._started.add(rid)
             elif kind in ("finished", "failed"):
                 del open_runs[rid]
+                w.held.discard(rid)
             self._handle((kind, rid, payload))
+
+    def _bury(self, w: _Worker, open_runs: dict, grace: dict) -> None:
+        """`w` is gone: the runs it held without a result died with it."""
+        code = w.close(timeout=5.0)
+        if not w.ready:
+            raise WorkerStartError(
+                f"a sweep worker ({sys.executable}) died before it could take a run: "
+                f"{_death(code)}; its error output is above. Runs not yet started stay pending.")
+        for rid in sorted(w.held):
+            if rid in open_runs:
+                del open_runs[rid]
+                grace.pop(rid, None)
+                self._handle(("failed", rid, f"worker process died: {_death(code)}"))
 
     def _give_up(self, rid: str, open_runs: dict[str, RunConfig], reason: str) -> None:
         del open_runs[rid]

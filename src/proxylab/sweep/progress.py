@@ -11,6 +11,38 @@ import time
 from dataclasses import dataclass
 
 
+def axis_labels(axes: list[str]) -> dict[str, str]:
+    """Each dotted axis key -> its shortest trailing part that no other axis shares:
+    ``optim.lr`` -> ``lr``, but ``optim.name`` and ``schedule.name`` keep their sections."""
+    out = {}
+    for key in axes:
+        parts = key.split(".")
+        for n in range(1, len(parts) + 1):
+            label = ".".join(parts[-n:])
+            if not any(o != key and (o == label or o.endswith("." + label)) for o in axes):
+                break
+        out[key] = label
+    return out
+
+
+def _value(flat: dict, key: str):
+    if key in flat:
+        return flat[key]
+    if key.startswith("optim.extra."):            # extra settings live in one dict
+        return flat.get("optim.extra", {}).get(key[len("optim.extra."):])
+    return None
+
+
+def run_label(cfg, axes: list[str]) -> str:
+    """``lr=0.003 width=64``: the run's value on each axis, labelled without ambiguity."""
+    flat, labels = cfg.flat(), axis_labels(axes)
+    parts = []
+    for k in axes:
+        v = _value(flat, k)
+        parts.append(f"{labels[k]}={v:g}" if isinstance(v, float) else f"{labels[k]}={v}")
+    return " ".join(parts)
+
+
 @dataclass
 class _RunLine:
     label: str
