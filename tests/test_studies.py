@@ -69,3 +69,23 @@ def test_instability_smoke_study(tmp_path):
     from proxylab.studies.instability import FIGURES
     for png in FIGURES:
         assert (out / png).stat().st_size > 0, png
+
+
+@pytest.mark.slow
+def test_bitnet_smoke_study(tmp_path):
+    out = tmp_path / "study"
+    # one worker: the smoke runs are tiny, and four pools of fresh processes would cost more
+    assert main(["study", "bitnet", "--smoke", "--out", str(out), "--workers", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_summary(summary, "bitnet", 8)
+    assert summary["sweeps"] == ["bitnet-lm-smoke", "bitnet-wd-smoke", "bitnet-mlp-smoke",
+                                 "bitnet-cnn-smoke"]
+    tags = [v["claim"].split("]")[0] + "]" for v in summary["verdicts"]]
+    assert tags == ["[1a]", "[1b]", "[2a]", "[2b]", "[3]", "[4]", "[5]", "[6]"]
+    for v in summary["verdicts"]:
+        assert v["evidence"]["estimate"] is not None, v      # every claim was measured
+    shares = summary["verdicts"][-1]["evidence"]["lm shares (-1, 0, +1)"]
+    assert sum(shares) == pytest.approx(1.0, abs=1e-3)
+    for png in ("lm_loss_vs_lr.png", "digits_acc_vs_lr.png", "lr_wd_heatmap.png",
+                "ternary_over_training.png"):
+        assert (out / png).exists(), png
