@@ -29,6 +29,7 @@ reference: proxylab must be installed, the same version, on every node); data is
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -178,3 +179,75 @@ class RayExecutor:
             elif current.get(rid) != token:
                 continue                           # a dead attempt's late event
             handle(event)
+
+
+def _free_ports(n: int) -> list[int]:
+    import socket  # noqa: PLC0415
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@contextlib.contextmanager
+def local_cluster(num_cpus: int = 2, temp_dir: str | None = None, log_path: str | None = None,
+                  extra_env: dict | None = None, timeout: float = 120.0):
+    """A real Ray cluster on 127.0.0.1 for tests and benchmarks: ``ray start --head --block``
+    with free ports, its own temp dir and ``num_cpus`` CPUs, in a process group of its own;
+    yields its address and stops it on exit (ending that process group, nothing else).
+    Raises RuntimeError when it does not come up."""
+    import shutil  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    ray_bin = os.path.join(os.path.dirname(sys.executable), "ray")
+    tmp = temp_dir or tempfile.mkdtemp(prefix="pxr", dir="/tmp")   # Ray's socket paths are short
+    gcs, node, obj, agent, metrics, env_agent, agent_grpc, client = _free_ports(8)
+    lo = 20000 + (os.getpid() % 200) * 200
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
+           **(extra_env or {})}
+    env.pop("RAY_ADDRESS", None)
+    log = open(log_path or os.path.join(tmp, "ray-start.log"), "w")
+    proc = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         f"--num-cpus={num_cpus}", "--num-gpus=0", f"--temp-dir={tmp}",
+         "--include-dashboard=false", "--disable-usage-stats",
+         f"--node-manager-port={node}", f"--object-manager-port={obj}",
+         f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
+         f"--runtime-env-agent-port={env_agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--ray-client-server-port={client}", f"--min-worker-port={lo}",
+         f"--max-worker-port={lo + 199}"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"ray start failed (exit {proc.returncode}); see {log.name}")
+            try:
+                socket.create_connection(("127.0.0.1", gcs), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError(f"ray start did not come up in {timeout:.0f} s; "
+                                       f"see {log.name}") from None
+                time.sleep(0.5)
+        yield f"127.0.0.1:{gcs}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)     # ray start --block stops what it started
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is still there
+        proc.wait()
+        log.close()
+        if temp_dir is None:
+            shutil.rmtree(tmp, ignore_errors=True)
