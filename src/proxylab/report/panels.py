@@ -39,8 +39,12 @@ class Panel:
 
 
 def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
-                suptitle: str = "", panel_size: tuple[float, float] = (4.6, 3.4)) -> Path:
-    """Draw ``panels`` on a grid of ``ncols`` columns and save a PNG at ``path``."""
+                suptitle: str = "", panel_size: tuple[float, float] = (4.6, 3.4)) -> dict:
+    """Draw ``panels`` on a grid of ``ncols`` columns and save a PNG at ``path``.
+
+    Returns the numbers drawn, ``{"panel title | series label": [[x, y], ...]}`` (and
+    each horizontal line's value), for the report to show beside the figure."""
+    numbers: dict[str, list | float] = {}
     n = max(len(panels), 1)
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
@@ -52,9 +56,11 @@ def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
                    if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)
                    and (not panel.xlog or x > 0) and (not panel.ylog or y > 0)]
             if pts:
+                numbers[f"{panel.title} | {s.label}"] = [[_r(x), _r(y)] for x, y in pts]
                 xs, ys = zip(*pts)
                 ax.plot(xs, ys, s.style, label=s.label, color=s.color, ms=4)
         for y, label in panel.hlines:
+            numbers[f"{panel.title} | {label}"] = _r(y)
             ax.axhline(y, ls="--", color="grey", lw=1, label=label)
         if panel.xlog:
             ax.set_xscale("log")
@@ -74,7 +80,11 @@ def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
+    fig.savefig(Path(path))
     plt.close(fig)
-    return path
+    return numbers
+
+
+def _r(v: float) -> float:
+    """4 significant digits: enough to read a figure's numbers, short enough to show."""
+    return float(f"{float(v):.4g}")

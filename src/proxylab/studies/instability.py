@@ -499,8 +499,10 @@ def _lr_series(df: pd.DataFrame, arm: str, label, y: str = "final_val_loss", sty
     return out
 
 
-def figures(store, specs: list[SweepSpec], out_dir) -> None:
+def figures(store, specs: list[SweepSpec], out_dir) -> dict:
+    """Draw FIGURES; returns {file: {"question", "numbers"}} for the report's index."""
     by = {s.name.split("-")[1]: s for s in specs}
+    notes: dict[str, dict] = {}
     qk, z = load(store, by["qk"]), load(store, by["zloss"])
     m = load(store, by["mup"], extra=COORD)
     qk["arm"] = qk["model.qk_norm"].map({True: "qk-LN", False: "no qk-LN"}).astype(str) \
@@ -523,7 +525,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
                 arm = "shape"
             panels.append(Panel(title=title, series=_lr_series(d, arm, lambda v: f"{arm.split('.')[-1]}={v}"),
                                 **loss_axes))
-    draw_panels(out_dir / "lr_curves.png", panels, ncols=3)
+    notes["lr_curves.png"] = draw_panels(out_dir / "lr_curves.png", panels, ncols=3)
 
     high = qk[qk[LR] >= 1e-2]
     size_series = []
@@ -532,7 +534,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
             g = s2.groupby("N")["peak_logit"].mean()
             size_series.append(Series(f"{'qk-LN' if qk_on else 'no qk-LN'} LR {lr:g}",
                                       list(g.index), list(g.to_numpy()), "o-" if not qk_on else "s--"))
-    draw_panels(out_dir / "max_logit.png", [
+    notes["max_logit.png"] = draw_panels(out_dir / "max_logit.png", [
         Panel(title="peak layer-0 max logit vs LR", xlabel="peak LR", ylabel="max logit",
               xlog=True, ylog=True, series=_lr_series(qk, "arm", str, y="peak_logit")),
         Panel(title="peak layer-0 max logit vs size (LR >= 1e-2)", xlabel="N (non-embedding params)",
@@ -542,7 +544,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
     lrs_, late = _seed_mean(off, "late_logit")
     _, norm = _seed_mean(off, "qk_norm")
     _, cos = _seed_mean(off, "qk_cos")
-    draw_panels(out_dir / "norm_vs_cos.png", [
+    notes["norm_vs_cos.png"] = draw_panels(out_dir / "norm_vs_cos.png", [
         Panel(title="no qk-LN, largest size, last 20% of training", xlabel="peak LR",
               ylabel="logit scale", xlog=True, ylog=True,
               series=[Series("max logit", list(lrs_), list(late)),
@@ -560,7 +562,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
         wd = f" wd {run['optim.weight_decay']:g}" if "optim.weight_decay" in z else ""
         series.append(Series(f"LR {run[LR]:g} z {run['train.z_loss']:g}{wd}", list(tr["step"]),
                              list(tr["value"]), "-" if run["train.z_loss"] > 0 else "--"))
-    draw_panels(out_dir / "logz.png", [Panel(
+    notes["logz.png"] = draw_panels(out_dir / "logz.png", [Panel(
         title="mean log Z of the training batch (seed 0, two highest LRs)", xlabel="step",
         ylabel="mean log Z (nats)", series=series, hlines=[(0.0, "log Z = 0")])], ncols=1,
         panel_size=(7, 4))
@@ -570,7 +572,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
                                   "final_val_loss", "init_loss", "diverged"]],
                                group_keys=["model.param", "model.width"]))
     cc = add_coord_check(m)
-    draw_panels(out_dir / "mup.png", [
+    notes["mup.png"] = draw_panels(out_dir / "mup.png", [
         Panel(title="loss-optimal LR vs width", xlabel="width", ylabel="optimal peak LR",
               xlog=True, ylog=True, series=[
                   Series(p, list(g["model.width"]), list(g["lr_opt"]))
@@ -582,7 +584,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
 
     k = load(store, by["kappa"])
     kg = k.groupby("model.qk_kappa")[["final_val_loss", "late_logit"]].mean()
-    draw_panels(out_dir / "kappa.png", [
+    notes["kappa.png"] = draw_panels(out_dir / "kappa.png", [
         Panel(title="imposed logit scale (kappa transplant)", xlabel="kappa",
               ylabel="final val loss (nats/byte)", xlog=True,
               series=[Series("GPT, LR 1e-2", list(kg.index), list(kg["final_val_loss"]))],
@@ -595,7 +597,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
                     + " x" + e["train.loss_scale"].map(lambda x: f"{x:g}"))
     on = qk[qk["model.qk_norm"].astype(bool)].copy()
     on["size"] = "N=" + on["N"].map(lambda n: f"{n / 1e3:.0f}k")
-    draw_panels(out_dir / "eps.png", [
+    notes["eps.png"] = draw_panels(out_dir / "eps.png", [
         Panel(title="gradient RMS, block 0 MLP (qk-LN runs)", xlabel="peak LR", ylabel="grad RMS",
               xlog=True, ylog=True, series=_lr_series(on, "size", str, y="grad_rms"),
               hlines=[(1e-8, "AdamW eps 1e-8")]),
@@ -624,4 +626,5 @@ def figures(store, specs: list[SweepSpec], out_dir) -> None:
                             Series(f"LR {lr:g}", list(g.groupby("N")["early_logit"].mean().index),
                                    list(g.groupby("N")["early_logit"].mean().to_numpy()))
                             for lr, g in off.groupby(LR)]))
-    draw_panels(out_dir / "early_warning.png", panels)
+    notes["early_warning.png"] = draw_panels(out_dir / "early_warning.png", panels)
+    return {f: {"question": FIGURES[f], "numbers": n} for f, n in notes.items()}
