@@ -105,6 +105,10 @@ def check_page(browser, path: Path) -> dict:
         images: Array.from(document.images).map(i => [i.getAttribute('src'), i.naturalWidth,
                                                         i.naturalHeight]),
         links: Array.from(document.links).map(a => a.href),
+        missingAnchors: Array.from(document.links)
+            .filter(a => a.hash && a.pathname === location.pathname
+                         && !document.getElementById(decodeURIComponent(a.hash.slice(1))))
+            .map(a => a.href),
         scrollWidth: document.documentElement.scrollWidth,
         clientWidth: document.documentElement.clientWidth,
         order: Array.from(document.querySelectorAll('table, img, figure'))
@@ -128,6 +132,7 @@ def check_page(browser, path: Path) -> dict:
         assert url.scheme == "file", f"{path}: link {href} leaves the report folder"
         target = Path(unquote(url.path))
         assert target.exists(), f"{path}: link {href} points at nothing"
+    assert not info["missingAnchors"], f"{path}: links to anchors that are not on the page"
     assert info["scrollWidth"] <= info["clientWidth"], \
         f"{path}: {info['scrollWidth']} px wide in a {WIDTH} px window (horizontal scrolling)"
     return info
