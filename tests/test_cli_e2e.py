@@ -54,10 +54,9 @@ def test_run_prints_id_losses_and_throughput(db_path):
     rid = p.stdout.split()[1]
     show = json.loads(proxylab("show", rid, "--json", db=db_path).stdout)
     assert show["status"] == "done"
-    meta = show["meta"]
     for key in ("proxylab_version", "torch_version", "device", "threads", "data_fingerprint"):
-        assert meta.get(key) not in (None, ""), key
-    assert "git_commit" in meta
+        assert show.get(f"meta.{key}") not in (None, ""), key
+    assert "meta.git_commit" in show
     # the same config again is recognised by its id (content hash) and not trained again
     again = proxylab("run", *TINY, "--set", "train.steps=20", "--set", "optim.lr=3e-3", db=db_path)
     assert again.stdout.split()[1] == rid and "already in the store" in again.stdout
@@ -170,7 +169,9 @@ def test_ls_show_export_report(tmp_path, db_path):
 
 BAD_INPUTS = [
     (["run", "--set", "train.device=cuda"], "train.device"),
-    (["sweep", "examples/lr.toml", "--backend", "ray"], "--backend ray"),
+    (["sweep", "examples/lr.toml", "--backend", "ray", "--cpus-per-run", "0"], "--cpus-per-run"),
+    (["sweep", "examples/lr.toml", "--backend", "ray", "--cpus-per-run", "0", "--dry-run"],
+     "--cpus-per-run"),                  # a dry run checks the backend the same way
     (["sweep", "examples/lr.toml", "--workers", "-3"], "--workers"),
     (["run", "--set", "optim.lrr=1"], "optim.lrr"),
     (["run", "--set", "train.steps=ten"], "train.steps"),
@@ -266,3 +267,118 @@ def test_changed_sweep_spec_relinks_runs(tmp_path, db_path):
     runs = json.loads(proxylab("ls", "--sweep", "grow", "--json", db=db_path).stdout)
     assert sorted(r["optim.lr"] for r in runs) == [1e-2, 3e-2]
     assert len(json.loads(proxylab("ls", "--json", db=db_path).stdout)) == 3   # nothing deleted
+
+
+# ----------------------------------------------------------------------------------
+# output conventions (issue 7): one per format
+
+
+def test_output_formats_are_consistent(tmp_path, db_path):
+    spec = write_sweep(tmp_path / "s.toml", name="fmt", lrs=(1e-3,), steps=5)
+    proxylab("sweep", spec, "--quiet", db=db_path)
+    solo = proxylab("run", *TINY, "--set", "train.steps=5", db=db_path).stdout.split()[1]
+    # --json: flat records, ISO 8601 times, null (not NaN) for a standalone run's sweep
+    runs = json.loads(proxylab("ls", "--json", db=db_path).stdout)
+    by_id = {r["run_id"]: r for r in runs}
+    assert by_id[solo]["sweep"] is None
+    for r in runs:
+        assert r["created"].endswith("+00:00") and "T" in r["created"]
+        assert r["finished"].endswith("+00:00")
+        assert "optim.lr" in r and "final_val_loss" in r
+        assert not any(isinstance(v, dict) for v in r.values())
+    show = json.loads(proxylab("show", solo, "--json", db=db_path).stdout)
+    assert not any(isinstance(v, dict) for v in show.values())
+    # the same keys and values as its ls record (show adds meta.* and the error text)
+    assert {k: v for k, v in show.items() if k in by_id[solo]} == by_id[solo]
+    assert show["created"] == by_id[solo]["created"] and show["meta.device"] == "cpu"
+    # text: no NaN, whole tokens/s, "-" for no sweep
+    ls = proxylab("ls", db=db_path).stdout
+    assert "NaN" not in ls and "nan" not in ls
+    row = next(ln for ln in ls.splitlines() if ln.startswith(solo))
+    assert row.split()[1] == "-"
+    assert row.split()[-1].isdigit()                       # tokens/s as a whole number
+    text = proxylab("show", solo, db=db_path).stdout
+    assert not text.lstrip().startswith("{")              # no JSON block: `key  value` lines
+    lines = dict(ln.split(None, 1) for ln in text.splitlines() if ln.strip())
+    assert set(lines) == set(show)                        # the same flat keys as --json
+    assert lines["status"] == "done" and lines["optim.lr"] == "0.003"
+    assert lines["created"] == show["created"]
+    assert lines["tokens_per_s"].isdigit()
+
+
+def test_labels_name_each_axis_without_ambiguity(tmp_path, db_path):
+    spec = tmp_path / "names.toml"
+    spec.write_text('name = "names"\n[base]\n"train.steps" = 2\n[grid]\n'
+                    '"optim.name" = ["adamw", "lion"]\n"schedule.name" = ["cosine", "wsd"]\n'
+                    '"optim.lr" = [1e-3]\n')
+    out = proxylab("sweep", spec, "--dry-run", db=db_path).stdout
+    assert "optim.name=lion schedule.name=wsd lr=0.001" in out
+    assert " name=" not in out
+
+
+def test_export_says_what_it_wrote(tmp_path, db_path):
+    spec = write_sweep(tmp_path / "s.toml", name="ex", lrs=(1e-3, 3e-3), steps=5)
+    proxylab("sweep", spec, "--quiet", db=db_path)
+    out = proxylab("export", "--format", "csv", "--out", tmp_path / "lr", "--sweep", "ex",
+                   db=db_path).stdout
+    assert "exported 2 runs (sweep 'ex') as csv" in out
+    assert f"runs (one row per run" in out and str(tmp_path / "lr.csv") in out
+    assert "metrics (long form" in out and str(tmp_path / "lr.metrics.csv") in out
+    assert "{" not in out and "PosixPath" not in out
+    assert (tmp_path / "lr.csv").exists() and (tmp_path / "lr.metrics.csv").exists()
+
+
+def test_keys_are_aligned_and_list_the_optimizers():
+    out = proxylab("keys").stdout
+    table = out.split("\n\n")[0].splitlines()
+    starts = {ln.index(ln.split()[1]) for ln in table}       # the default column
+    assert len(starts) == 1, starts
+    assert "optim.extra" in out
+    from proxylab.optim import REGISTRY
+    for name in REGISTRY:
+        assert f"\n  {name} " in out, name
+    assert "adam_lr=0.003" in out and "free_steps=100" in out
+
+
+def test_help_states_defaults_and_choices():
+    study = proxylab("study", "--help").stdout
+    from proxylab.studies import STUDIES
+    assert all(name in study for name in STUDIES)
+    assert "OUT/proxylab.db" in study and "--quick" in study and "default 2" in study
+    sweep = proxylab("sweep", "--help").stdout
+    assert "default 1" in sweep and "./proxylab.db" in sweep
+
+
+def test_task_path_is_stored_absolute(tmp_path, db_path):
+    (tmp_path / "a").mkdir()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog. " * 200)
+    args = ["run", *TINY, "--set", "train.steps=2"]
+    first = proxylab(*args, "--set", "task.path=corpus.txt", db=db_path, cwd=tmp_path).stdout
+    again = proxylab(*args, "--set", "task.path=../corpus.txt", db=db_path,
+                     cwd=tmp_path / "a").stdout
+    rid = first.split()[1]
+    assert again.split()[1] == rid and "already in the store" in again
+    show = json.loads(proxylab("show", rid, "--json", db=db_path).stdout)
+    assert show["task.path"] == str(corpus.resolve())
+    # the built-in corpus keeps its path "" and its id
+    from proxylab.config import load_config
+    assert load_config(sets=["task.path="]).id == load_config().id
+
+
+def test_worker_pool_in_a_script_without_a_main_guard(tmp_path):
+    """Pool workers never re-import the user's script: no __main__ guard is needed."""
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import proxylab as pl\n"
+        "print('script body ran', flush=True)\n"
+        "out = pl.sweep({'name': 'g', 'base': {'model.width': 16, 'model.depth': 1,\n"
+        "    'model.heads': 2, 'task.seq_len': 16, 'train.batch_size': 2, 'train.steps': 3,\n"
+        "    'train.eval_batches': 1}, 'grid': {'optim.lr': [1e-3, 3e-3]}}, db='x.db', workers=2)\n"
+        "print('counts', out.counts())\n")
+    p = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("script body ran") == 1          # run once, by python, not by workers
+    assert "counts {'done': 2}" in p.stdout
+    assert "Traceback" not in p.stderr

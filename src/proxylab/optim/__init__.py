@@ -50,7 +50,8 @@ from proxylab.optim.soap import SOAP
 __all__ = ["Adafactor", "Adalayer", "AdalayerSGD", "Adam", "AdamAtan2", "AdamW", "FactoredAdam",
            "LAMB", "LARS", "LAWN", "Lion", "Muon", "NovoGrad", "ProxyOptimizer", "ROLES", "SGD",
            "SOAP", "Shampoo", "Signum", "available", "build_optimizer", "default_lr",
-           "get_class", "infer_roles", "param_groups", "validate_optim_config"]
+           "describe_optimizers", "get_class", "infer_roles", "param_groups",
+           "validate_optim_config"]
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,30 @@ def _constructor_kwargs(cfg: OptimConfig) -> tuple[type, dict, type | None, dict
             raise ConfigError(f"optim.extra.{key}: not a hyperparameter of {cfg.name!r}{hint}; "
                               f"allowed: {', '.join(allowed + lawn_allowed) or 'none'}")
     return cls, kw, lawn_cls, lawn_kw
+
+
+def describe_optimizers() -> dict[str, dict[str, Any]]:
+    """Every ``optim.name`` -> ``{"lr": default LR, "doc": ..., "extra": {KEY: default}}``:
+    the ``optim.extra.KEY`` settings are the constructor's keywords beyond the common keys
+    (what ``proxylab keys`` prints). ``lawn-<name>`` adds LAWN's own to any of them."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in available():
+        base, lawn = _split_name(name)
+        if lawn:
+            continue
+        entry = REGISTRY[base]
+        sig = _signature(_load(entry.target))
+        taken = set(_common_kwargs(OptimConfig(), sig)) | set(entry.fixed) | {"self", "params"}
+        extra = {k: p.default for k, p in sig.items() if k not in taken and p.kind in
+                 (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is not p.empty}
+        out[name] = {"lr": entry.default_lr, "doc": entry.doc, "extra": extra}
+    if _module_exists(LAWN_TARGET):
+        sig = _signature(_load(LAWN_TARGET))
+        out[LAWN_PREFIX + "<name>"] = {
+            "lr": float("nan"), "doc": "LAWN around any name above (its LR and settings too)",
+            "extra": {k: p.default for k, p in sig.items()
+                      if k not in ("self", *_LAWN_OWN) and p.default is not p.empty}}
+    return out
 
 
 def validate_optim_config(cfg: OptimConfig) -> None:
