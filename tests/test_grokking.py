@@ -222,3 +222,36 @@ def test_delay_law_fit_recovers_a_line():
     r = np.corrcoef(x[keep], g[keep])[0, 1]
     assert fit["r2"] == pytest.approx(r**2) and fit["n"] == 7
     assert math.isnan(delay_law_fit([1.0], [2.0], [1e-3], [1.0])["slope"])
+
+
+# ----------------------------------------------------------------------------------
+# Doshi et al.'s quadratic MLP and the MSE objective
+
+
+def test_quad_mlp_is_the_one_hot_quadratic_network():
+    cfg = load_config(sets=["model.name=quad_mlp", "model.width=16"])
+    torch.manual_seed(0)
+    m = build_model(cfg.model, vocab_size=13, seq_len=4)
+    x = torch.tensor([[3, 11, 7, 12], [0, 11, 10, 12]])
+    one_hot = torch.cat([torch.nn.functional.one_hot(x[:, 0], 13), torch.nn.functional.one_hot(x[:, 2], 13)], 1).float()
+    W1 = torch.cat([m.u.weight, m.v.weight], 1)              # [N, 2V]: Doshi's first layer
+    expect = (one_hot @ W1.T) ** 2 @ m.head.weight.T
+    torch.testing.assert_close(m(x)[:, 0], expect)
+    assert m.u.weight.std().item() == pytest.approx(0.5 / 32 ** (1 / 3), rel=0.15)   # sigma, N=16
+    assert set(m.param_roles().values()) == {"hidden", "head"}
+
+
+def test_mse_objective():
+    from proxylab.train.loop import lm_loss
+
+    logits = torch.randn(5, 1, 7)
+    y = torch.full((5, 4), -100)
+    y[:, 3] = torch.tensor([0, 3, 6, 2, 2])
+    _, mse, _ = lm_loss(logits, y, 0.0, "mse")
+    target = torch.zeros(5, 7)
+    target[torch.arange(5), y[:, 3]] = 1.0
+    assert float(mse) == pytest.approx(float(((logits[:, 0] - target) ** 2).mean()))
+    _, ce, _ = lm_loss(logits, y, 0.0)
+    assert float(ce) == pytest.approx(float(torch.nn.functional.cross_entropy(logits[:, 0], y[:, 3])))
+    with pytest.raises(ConfigError, match="train.loss"):
+        load_config(sets=["train.loss=hinge"])

@@ -89,3 +89,21 @@ def test_bitnet_smoke_study(tmp_path):
     for png in ("lm_loss_vs_lr.png", "digits_acc_vs_lr.png", "lr_wd_heatmap.png",
                 "ternary_over_training.png"):
         assert (out / png).exists(), png
+
+
+@pytest.mark.slow
+def test_grokking_smoke_study(tmp_path):
+    out = tmp_path / "study"
+    assert main(["study", "grokking", "--smoke", "--out", str(out), "--workers", "2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_summary(summary, "grokking", 6)
+    assert summary["sweeps"] == [f"grokking-{s}-smoke" for s in ("wd", "corrupt", "delay", "data")]
+    assert [v["claim"].split(".")[0] for v in summary["verdicts"]] == ["1", "2", "3", "4", "5", "6"]
+    # claims 1, 3, 4 and 6 are measured even in the smoke form (3 from stored checkpoints)
+    for i in (0, 2, 3, 5):
+        for part in summary["verdicts"][i]["evidence"]["parts"].values():
+            assert part["n"] == 2, part
+    assert "not measured in this version" in summary["verdicts"][4]["reason"]
+    assert (out / "proxylab.db-checkpoints").is_dir()
+    for png in ("grokking_curves.png", "progress_measures.png", "corruption.png", "delay_law.png"):
+        assert (out / png).stat().st_size > 0, png

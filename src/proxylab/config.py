@@ -123,6 +123,8 @@ class TrainConfig:
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"), doc="auto = cuda when present")
     threads: int = _opt(0, lo=0, doc="torch threads; 0 = all cores inline, 1 per worker in pools")
     precision: str = _opt("fp32", choices=("fp32", "bf16"), doc="bf16 = autocast matmuls")
+    loss: str = _opt("ce", choices=("ce", "mse"), added=True,
+                     doc="training objective: cross-entropy, or MSE on one-hot targets (Doshi et al.)")
     checkpoint_every: int = _opt(0, lo=0, added=True,
                                  doc="save a resumable checkpoint every N steps next to the store; 0 = off")
     checkpoint_keep: int = _opt(2, lo=1, added=True, doc="checkpoints: how many of the newest to keep")

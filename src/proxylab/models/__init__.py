@@ -12,11 +12,13 @@ from proxylab.models.answer_tf import AnswerTransformer
 from proxylab.models.cnn import CNN
 from proxylab.models.gpt import GPT
 from proxylab.models.mlp import MLPModel
+from proxylab.models.quad_mlp import QuadMLP
 from proxylab.models.param import count_params, flops_per_token, matmul_params
 
 __all__ = ["CNN", "GPT", "MLPModel", "build_model", "count_params", "flops_per_token", "matmul_params"]
 
-FAMILIES = {"gpt": GPT, "mlp": MLPModel, "cnn": CNN, "answer_tf": AnswerTransformer}
+FAMILIES = {"gpt": GPT, "mlp": MLPModel, "cnn": CNN, "answer_tf": AnswerTransformer,
+            "quad_mlp": QuadMLP}
 IMAGE_FAMILIES = ("mlp", "cnn")  # families that take ``input_shape`` (image tasks)
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from proxylab.config import ConfigError
 
 STUDIES = {"lr-width": "proxylab.studies.lr_width",
-           "instability": "proxylab.studies.instability", "bitnet": "proxylab.studies.bitnet"}
+           "instability": "proxylab.studies.instability", "bitnet": "proxylab.studies.bitnet",
+           "grokking": "proxylab.studies.grokking"}
 SIZES = ("smoke", "quick", "full")
 
 

@@ -68,16 +68,20 @@ def resolve_device(name: str) -> torch.device:
 # losses and probes
 
 
-def lm_loss(logits: torch.Tensor, y: torch.Tensor, z_loss: float):
+def lm_loss(logits: torch.Tensor, y: torch.Tensor, z_loss: float, loss: str = "ce"):
     """Cross-entropy on positions with a target, plus z_loss * mean(log Z^2) (PaLM form).
 
-    Returns (total loss, cross-entropy, mean log Z over counted positions).
+    Returns (total loss, cross-entropy, mean log Z over counted positions). With
+    ``loss="mse"`` (train.loss) the second value is instead the mean squared error between
+    the logits and one-hot targets (Doshi et al. 2024); evaluation always reports CE.
     """
     y = y[:, -logits.shape[1]:]                 # models may emit only the last positions
     logits = logits.float().flatten(0, 1)
     y = y.flatten()
     keep = y != -100
     ce = F.cross_entropy(logits, y, ignore_index=-100)
+    if loss == "mse":
+        ce = F.mse_loss(logits[keep], F.one_hot(y[keep], logits.shape[-1]).to(logits.dtype))
     logz = torch.logsumexp(logits[keep], dim=-1)
     total = ce + z_loss * (logz**2).mean() if z_loss > 0 else ce
     return total, ce, logz.mean()
@@ -206,7 +210,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             model.probe_next_forward()      # per-layer attention / residual probes
         with autocast():
             logits = model(x)
-        loss, ce, logz = lm_loss(logits, y, tc.z_loss)
+        loss, ce, logz = lm_loss(logits, y, tc.z_loss, tc.loss)
         opt.zero_grad(set_to_none=True)
         # train.loss_scale: gradients (and so Adam's view of them) scaled, numbers reported unscaled
         (loss * tc.loss_scale if tc.loss_scale != 1.0 else loss).backward()
