@@ -90,7 +90,7 @@ SIZES = {
     #          LM widths  LM steps  LRs (LM and digits)             seeds      weight decays
     "smoke": dict(lm_widths=[16, 32], lm_steps=20, lrs=[3e-3, 3e-2], seeds=None,
                   wds=[0.0, 1.0], mlp_widths=[16, 32], cnn_widths=[4, 8], img_steps=30,
-                  eval_batches=2),
+                  eval_batches=2, threads=1),  # one thread: tests run it inline (--workers 1)
     "quick": dict(lm_widths=[32, 64], lm_steps=250, lrs=[1e-3, 3e-3, 1e-2, 3e-2], seeds=[0, 1],
                   wds=[0.0, 0.1, 1.0], mlp_widths=[32, 64], cnn_widths=[8, 16], img_steps=300,
                   eval_batches=16),
@@ -114,6 +114,7 @@ def sweeps(size: str) -> list[SweepSpec]:
         "train.batch_size": 16, "train.steps": s["lm_steps"],
         "train.eval_every": s["lm_steps"], "train.eval_batches": s["eval_batches"],
         "train.log_every": max(s["lm_steps"] // 10, 1),
+        **({"train.threads": s["threads"]} if "threads" in s else {}),
     }
     img = {
         "task.name": "digits", "task.train_frac": 0.5,
@@ -121,6 +122,7 @@ def sweeps(size: str) -> list[SweepSpec]:
         "schedule.name": "cosine", "schedule.warmup": 0.1,
         "train.batch_size": 64, "train.steps": s["img_steps"],
         "train.eval_every": s["img_steps"], "train.log_every": max(s["img_steps"] // 10, 1),
+        **({"train.threads": s["threads"]} if "threads" in s else {}),
     }
     return [
         SweepSpec(name=_name("lm", size), base=lm, seeds=s["seeds"], zip=VARIANT_ZIP,
