@@ -255,3 +255,42 @@ def test_mse_objective():
     assert float(ce) == pytest.approx(float(torch.nn.functional.cross_entropy(logits[:, 0], y[:, 3])))
     with pytest.raises(ConfigError, match="train.loss"):
         load_config(sets=["train.loss=hinge"])
+
+
+# ----------------------------------------------------------------------------------
+# lottery tickets
+
+
+def test_magnitude_masks_prune_the_smallest_globally():
+    from proxylab.train.tickets import magnitude_masks
+
+    state = {"a.weight": torch.tensor([[0.1, -5.0], [0.3, 2.0]]), "a.bias": torch.tensor([0.0, 0.0]),
+             "b.weight": torch.tensor([[-0.2, 4.0, 0.05]])}
+    m = magnitude_masks(state, 3 / 7)
+    assert "a.bias" not in m                                  # biases are never pruned
+    assert m["a.weight"].tolist() == [[0.0, 1.0], [1.0, 1.0]]
+    assert m["b.weight"].tolist() == [[0.0, 1.0, 0.0]]
+
+
+def test_a_ticket_run_keeps_its_mask(tmp_path, monkeypatch):
+    from proxylab.train.checkpoint import load_checkpoint
+    from proxylab.train.loop import train
+
+    class Rep:
+        def started(self, meta): pass
+        def metrics(self, rows): pass
+        def progress(self, s, t): pass
+
+    monkeypatch.setenv("PROXYLAB_CHECKPOINT_DIR", str(tmp_path / "ck"))
+    sets = ["task.name=modular", "task.p=23", "task.full_batch=true", "model.name=answer_tf",
+            "model.width=32", "train.steps=20", "train.diverge_factor=1e6", "train.checkpoint_every=10"]
+    dense = load_config(sets=sets)
+    with pytest.raises(ConfigError, match="no checkpoints"):
+        train(load_config(sets=sets + [f"train.ticket_from={dense.id}"]), Rep())
+    train(dense, Rep())
+    ticket = load_config(sets=sets + [f"train.ticket_from={dense.id}", "train.ticket_sparsity=0.5"])
+    train(ticket, Rep())
+    final = load_checkpoint(ticket.id, 20, db=None).model_state
+    n_zero = sum(int((v == 0).sum()) for k, v in final.items() if v.ndim >= 2)
+    n_all = sum(v.numel() for k, v in final.items() if v.ndim >= 2)
+    assert n_zero == round(0.5 * n_all)                      # pruned weights stayed at zero

@@ -97,13 +97,14 @@ def test_grokking_smoke_study(tmp_path):
     assert main(["study", "grokking", "--smoke", "--out", str(out), "--workers", "2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     check_summary(summary, "grokking", 6)
-    assert summary["sweeps"] == [f"grokking-{s}-smoke" for s in ("wd", "corrupt", "delay", "data")]
+    assert summary["sweeps"] == [f"grokking-{s}-smoke" for s in ("wd", "tickets", "corrupt", "delay",
+                                                                   "data")]
     assert [v["claim"].split(".")[0] for v in summary["verdicts"]] == ["1", "2", "3", "4", "5", "6"]
     # claims 1, 3, 4 and 6 are measured even in the smoke form (3 from stored checkpoints)
     for i in (0, 2, 3, 5):
         for part in summary["verdicts"][i]["evidence"]["parts"].values():
             assert part["n"] == 2, part
-    assert "not measured in this version" in summary["verdicts"][4]["reason"]
+    assert summary["verdicts"][4]["evidence"]["n"] == 2            # tickets, paired by seed
     assert (out / "proxylab.db-checkpoints").is_dir()
     for png in ("grokking_curves.png", "progress_measures.png", "corruption.png", "delay_law.png"):
         assert (out / png).stat().st_size > 0, png

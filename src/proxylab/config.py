@@ -125,6 +125,11 @@ class TrainConfig:
     precision: str = _opt("fp32", choices=("fp32", "bf16"), doc="bf16 = autocast matmuls")
     loss: str = _opt("ce", choices=("ce", "mse"), added=True,
                      doc="training objective: cross-entropy, or MSE on one-hot targets (Doshi et al.)")
+    ticket_from: str = _opt("", added=True,
+                            doc="lottery ticket: id of a finished dense run (with checkpoints) whose final "
+                                "weights give the magnitude mask; '' = off")
+    ticket_sparsity: float = _opt(0.4, lo=0.0, hi=1.0, added=True,
+                                  doc="lottery ticket: share of weights pruned (global magnitude)")
     checkpoint_every: int = _opt(0, lo=0, added=True,
                                  doc="save a resumable checkpoint every N steps next to the store; 0 = off")
     checkpoint_keep: int = _opt(2, lo=1, added=True, doc="checkpoints: how many of the newest to keep")

@@ -26,6 +26,7 @@ from proxylab.optim import build_optimizer
 from proxylab.tasks import build_task
 from proxylab.train.checkpoint import LOOP_STATE, Checkpointer
 from proxylab.train.schedules import lr_multiplier
+from proxylab.train.tickets import Ticket
 
 Rows = list[tuple[int, str, float]]
 
@@ -152,6 +153,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     model = build_model(cfg.model, vocab_size=task.vocab_size, seq_len=task.seq_len,
                         input_shape=getattr(task, "input_shape", None)).to(device)  # images
     opt = build_optimizer(model, cfg.optim)
+    ticket = Ticket.from_config(cfg, model)      # train.ticket_from: a fixed sparse mask, or None
+    if ticket:
+        ticket.apply(model)
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
     # algorithmic tasks validate on their whole held-out set: big chunks keep that fast
@@ -221,6 +225,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         if probe and hasattr(opt, "probe_next_step"):
             opt.probe_next_step()
         opt.step()
+        if ticket:
+            ticket.apply(model)
         ce_val = float(ce.detach())
         train_time += time.perf_counter() - t0
         tokens += int((y != -100).sum()) if task.has_accuracy else x.numel()
