@@ -268,6 +268,10 @@ def _wd_verdict(wd: pd.DataFrame) -> dict:
             "lr_sensitivity": _r(r["lr_sensitivity"])} for _, r in t.iterrows()}
         if t["best_loss"].notna().any():
             ev[f"{name} optimal wd"] = float(t.loc[t["best_loss"].idxmin(), "optim.weight_decay"])
+        sens = dict(zip(t["optim.weight_decay"], t["lr_sensitivity"]))
+        # robustness: how decay changes Wortsman's LR sensitivity (< 0: flatter LR curve)
+        ev[f"{name} lr_sensitivity change wd={top:g} vs 0"] = _r(sens.get(top, math.nan)
+                                                                  - sens.get(0.0, math.nan))
     if "flip_rate" in wd.columns:
         ev["final flip rate 1.58-bit by wd"] = {
             f"wd={w:g}": _r(q.select(wd, {**bit, "optim.weight_decay": w})["flip_rate"].mean(), 5)
