@@ -87,14 +87,17 @@ CLAIMS = {
 KEYS = ["model.quant", "model.quant_scale", "model.width", "optim.lr", "optim.weight_decay", SEED]
 
 SIZES = {
-    #          LM widths  LM steps  LRs (LM and digits)             seeds      weight decays
+    # LM widths (1x, 2x) and steps, the peak-LR grid (LM and digits), seeds, the weight decays
+    # of the LR x wd sweep, digits widths and steps, validation batches of the LM
     "smoke": dict(lm_widths=[16, 32], lm_steps=20, lrs=[3e-3, 3e-2], seeds=None,
                   wds=[0.0, 1.0], mlp_widths=[16, 32], cnn_widths=[4, 8], img_steps=30,
                   eval_batches=2, threads=1),  # one thread: tests run it inline (--workers 1)
-    "quick": dict(lm_widths=[32, 64], lm_steps=250, lrs=[1e-3, 3e-3, 1e-2, 3e-2], seeds=[0, 1],
+    "quick": dict(lm_widths=[32, 64], lm_steps=250, lrs=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
+                  seeds=[0, 1],
                   wds=[0.0, 0.1, 1.0], mlp_widths=[32, 64], cnn_widths=[8, 16], img_steps=300,
                   eval_batches=16),
-    "full": dict(lm_widths=[64, 128], lm_steps=500, lrs=[1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2],
+    "full": dict(lm_widths=[64, 128], lm_steps=500,
+                 lrs=[1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2],
                  seeds=[0, 1, 2], wds=[0.0, 0.1, 1.0], mlp_widths=[32, 64], cnn_widths=[8, 16],
                  img_steps=400, eval_batches=32),
 }
