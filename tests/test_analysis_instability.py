@@ -55,6 +55,22 @@ def test_sensitivity_and_gap_match_hand_computation():
     assert sensitivity_gap(df, "arm", "a", "b") == pytest.approx(5 / 3 - 1 / 3)
 
 
+def test_fast_sensitivity_equals_the_lr_module():
+    from proxylab.analysis.lr import lr_curves, lr_sensitivity
+    rng = np.random.default_rng(3)
+    rows = []
+    for seed in range(3):
+        losses = list(2 + rng.random(5))
+        losses[4] = float("nan") if seed == 0 else 9.0          # diverged / above l0
+        rows += curve("a", losses, lrs=(1e-4, 1e-3, 1e-2, 1e-1, 1.0), seed=seed,
+                      l0=6.0 + 0.1 * seed)
+    df = pd.DataFrame(rows)
+    df.loc[3, "init_loss"] = float("nan")                     # a run without its own l0
+    df.loc[7, "status"] = "failed"                            # not a finished run
+    ref = lr_sensitivity(lr_curves(df, group_keys=[]))["lr_sensitivity"].iloc[0]
+    assert sensitivity(df) == pytest.approx(ref, rel=1e-12)
+
+
 def test_loglog_slope_is_exact_for_a_power_law():
     x = np.array([1e-3, 1e-2, 1e-1])
     assert loglog_slope(x, 7 * x ** 1.5) == pytest.approx(1.5)

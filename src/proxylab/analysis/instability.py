@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from proxylab.analysis.lr import lr_curves, lr_sensitivity, optimal_lr
-from proxylab.analysis.runs import LR_KEY
+from proxylab.analysis.runs import FINISHED, LR_KEY
 
 HOW = ("max", "first", "last", "tail_mean", "at")
 
@@ -71,9 +71,26 @@ def add_run_stats(final_df: pd.DataFrame, metrics: pd.DataFrame,
 
 
 def sensitivity(final_df: pd.DataFrame, *, lr_key: str = LR_KEY) -> float:
-    """Wortsman's LR sensitivity of one group of runs (all rows are one curve)."""
-    curves = lr_curves(final_df, lr_key=lr_key, group_keys=[])
-    return float(lr_sensitivity(curves, lr_key=lr_key)["lr_sensitivity"].iloc[0])
+    """Wortsman's LR sensitivity of one group of runs (all rows are one curve).
+
+    The same number as ``lr_sensitivity(lr_curves(final_df, group_keys=[]))`` (a test
+    holds them equal), in plain numpy because bootstraps call it thousands of times: each
+    finished run's loss capped at its ℓ0 (diverged or NaN: ℓ0; a missing ℓ0: the group's
+    mean), seeds averaged per LR, capped again at the group's ℓ0, then the mean excess
+    over the best LR point (denominator n).
+    """
+    df = final_df[final_df["status"].isin(FINISHED)] if "status" in final_df else final_df
+    if df.empty:
+        return math.nan
+    l0 = df["init_loss"].to_numpy(dtype=float)
+    l0 = np.where(np.isfinite(l0), l0, np.nanmean(l0) if np.isfinite(l0).any() else np.nan)
+    loss = df["final_val_loss"].to_numpy(dtype=float)
+    bad = df["diverged"].to_numpy(dtype=bool) | ~np.isfinite(loss)
+    capped = np.where(bad, l0, np.minimum(loss, l0))
+    _, inv = np.unique(df[lr_key].to_numpy(dtype=float), return_inverse=True)
+    per_lr = np.bincount(inv, weights=capped) / np.bincount(inv)
+    per_lr = np.minimum(per_lr[np.isfinite(per_lr)], np.mean(l0))
+    return float(np.mean(per_lr - per_lr.min())) if per_lr.size else math.nan
 
 
 def sensitivity_gap(final_df: pd.DataFrame, arm_key: str, a, b, *,
