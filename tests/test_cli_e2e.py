@@ -98,7 +98,8 @@ def test_sweep_survives_sigkill_and_resumes(tmp_path, db_path):
     else:
         pytest.fail("the sweep never reached a state worth killing")
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _, err = proc.communicate(timeout=60)   # EOF once the orphaned workers have exited too
+    assert "leaked" not in err and "Traceback" not in err, err
     before = {r[0]: r[1:] for r in _db_rows(db_path, "select run_id, status, finished from runs")}
     finished_before = {k: v for k, v in before.items() if v[0] in ("done", "diverged")}
     assert any(v[0] == "running" for v in before.values())
@@ -256,6 +257,8 @@ def test_changed_data_behind_a_path_is_refused(tmp_path, db_path):
     corpus.write_text("pack my box with five dozen liquor jugs! " * 200)
     p = proxylab(*args, db=db_path, check=False)
     assert p.returncode == 2 and "fingerprint" in p.stderr
+    # the advice fits a `run` user too: there is no sweep name to change
+    assert "sweep name" not in p.stderr and "--db" in p.stderr and "--force" in p.stderr
 
 
 def test_changed_sweep_spec_relinks_runs(tmp_path, db_path):

@@ -152,3 +152,28 @@ def test_keyboard_interrupt_in_handler_stops_workers_at_once():
         LocalExecutor(2).run(cfgs, handle)
     assert time.time() - raised_at[0] < 5.0
     assert_no_children(timeout=3.0)
+
+
+def test_a_worker_that_cannot_start_stops_the_sweep_with_a_clear_error(monkeypatch):
+    from proxylab.sweep import worker as worker_mod
+
+    monkeypatch.setattr(worker_mod, "COMMAND", "import sys; sys.exit(7)")
+    events = []
+    t0 = time.time()
+    with pytest.raises(ex.WorkerStartError, match="died before it could take a run: exit code 7"):
+        LocalExecutor(2).run(configs([1e-3, 2e-3, 3e-3]), events.append)
+    assert time.time() - t0 < 30
+    assert events == []                # no run was charged with the failure: all stay pending
+    assert_no_children()
+
+
+def test_optimizers_registered_in_the_driver_reach_the_workers(monkeypatch):
+    from proxylab import optim
+
+    monkeypatch.setitem(optim.REGISTRY, "my-sgd", optim.Entry("proxylab.optim.sgd:SGD", 0.1))
+    cfgs = [load_config(sets=[*TINY, "optim.name=my-sgd", f"optim.lr={lr}"]) for lr in (0.1, 0.2)]
+    events = []
+    LocalExecutor(2).run(cfgs, events.append)
+    term = terminal_events(events)
+    assert {rid: evs[0][0] for rid, evs in term.items()} == {c.id: "finished" for c in cfgs}, term
+    assert_no_children()
