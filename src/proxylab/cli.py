@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from proxylab.config import ConfigError, SECTIONS, load_config
+from proxylab.sweep.executors import WorkerStartError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -397,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"proxylab: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except WorkerStartError as e:       # the environment, not the input: its output is above
+        print(f"proxylab: error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME
     except BrokenPipeError:  # `proxylab ls | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK

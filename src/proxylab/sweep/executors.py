@@ -203,6 +203,9 @@ class LocalExecutor:
 
     def __init__(self, workers: int, threads: int = 1,
                  target: Callable[[RunConfig], None] | None = None):
+        if os.name == "nt":    # workers get their socket by fd inheritance (pass_fds): POSIX
+            raise ConfigError("--workers N > 1 needs Linux or macOS; use --workers 1 (or "
+                              "--backend ray) on Windows")
         self.workers, self.threads = workers, max(1, threads)
         self.target = target or _worker_run
         if getattr(self.target, "__module__", None) == "__main__":
