@@ -60,7 +60,7 @@ def main() -> None:
         with local_cluster(num_cpus=2) as address:
             start_s = time.perf_counter() - t0
             ex = RayExecutor(address=address, cpus_per_run=1)
-            ex._connect()
+            ex.connect(tries=5)
             print(f"ray cluster start-up (not in the ratio): {start_s:.1f} s")
             ratios = []
             for rep in range(args.repeats):

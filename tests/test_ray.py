@@ -43,7 +43,7 @@ def cluster(tmp_path_factory):
                                           os.environ.get("PYTHONPATH", "")])}
     try:
         with local_cluster(num_cpus=2, log_path=str(log), extra_env=env) as address:
-            RayExecutor(address=address)._connect()        # this process joins as a driver
+            RayExecutor(address=address).connect(tries=5)  # this process joins as a driver
             deadline = time.time() + 60
             while ray.cluster_resources().get("CPU", 0) < 2 and time.time() < deadline:
                 time.sleep(0.5)
@@ -200,3 +200,42 @@ def test_bad_ray_options_are_bad_input():
         RayExecutor(gpus_per_run=1.5)
     with pytest.raises(ConfigError, match="--cpus-per-run"):
         RayExecutor(cpus_per_run=0)
+
+
+# a tiny study (lr-width's sweeps, verdicts and figures on very short runs)
+NAME = "lr-width"
+CLAIM = "lr-width on tiny runs, for the Ray study test"
+
+
+def sweeps(size):
+    from dataclasses import replace
+
+    from proxylab.studies import lr_width
+
+    spec = lr_width.sweeps("smoke")[0]
+    base = {**spec.base, "train.steps": 6, "train.eval_every": 3, "train.eval_batches": 1,
+            "task.seq_len": 16, "train.batch_size": 4, "model.base_width": 8, "model.heads": 2}
+    return [replace(spec, name="ray-tiny", base=base, grid={**spec.grid, "model.width": [8, 16]})]
+
+
+def verdicts(store, specs):
+    from proxylab.studies import lr_width
+
+    return lr_width.verdicts(store, specs)
+
+
+def test_a_study_on_ray_gives_the_local_pool_s_verdicts(cluster, tmp_path, monkeypatch):
+    import json
+
+    from proxylab import studies
+
+    address, _ = cluster
+    monkeypatch.setitem(studies.STUDIES, "ray-tiny", __name__)
+    path, counts = studies.run_study("ray-tiny", smoke=True, out=tmp_path / "ray", workers=1,
+                                     show_progress=False, backend="ray", address=address)
+    assert counts == {"done": 12}
+    on_ray = json.loads(Path(path).read_text())
+    local = Store(tmp_path / "local.db")                 # the same sweep, inline, no report
+    run_sweep(sweeps("smoke")[0], local, InlineExecutor(threads=1), show_progress=False)
+    assert on_ray["verdicts"] == json.loads(json.dumps(verdicts(local, sweeps("smoke"))))
+    assert same_values(comparable(Store(tmp_path / "ray" / "proxylab.db")), comparable(local))

@@ -139,6 +139,18 @@ class RayExecutor:
         except ConnectionError as e:
             raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({e})") from None
 
+    def connect(self, tries: int = 1, wait_s: float = 3.0) -> None:
+        """Join the cluster now (``run`` does it on first use); ``tries`` > 1 retries a
+        cluster that is still coming up (a freshly started one under load)."""
+        for i in range(tries):
+            try:
+                return self._connect()
+            except ConfigError:
+                if i == tries - 1:
+                    raise
+                self.ray.shutdown()
+                time.sleep(wait_s)
+
     def run(self, configs: list[RunConfig], handle) -> None:
         if not configs:
             return
@@ -211,8 +223,10 @@ def local_cluster(num_cpus: int = 2, temp_dir: str | None = None, log_path: str 
     tmp = temp_dir or tempfile.mkdtemp(prefix="pxr", dir="/tmp")   # Ray's socket paths are short
     gcs, node, obj, agent, metrics, env_agent, agent_grpc, client = _free_ports(8)
     lo = 20000 + (os.getpid() % 200) * 200
+    # a private 127.0.0.1 cluster: no token auth (``ray start`` turns it on by default in
+    # recent Ray whenever ~/.ray/auth_token exists, and a driver without the token is refused)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "OMP_NUM_THREADS": "1",
-           **(extra_env or {})}
+           "RAY_AUTH_MODE": "disabled", **(extra_env or {})}
     env.pop("RAY_ADDRESS", None)
     log = open(log_path or os.path.join(tmp, "ray-start.log"), "w")
     proc = subprocess.Popen(
