@@ -147,8 +147,11 @@ def test_kill_9_of_the_driver_then_resume_redoes_only_unfinished_runs(cluster, t
     deadline, state = time.time() + 240, {}
     while time.time() < deadline and driver.poll() is None:
         state = _store_state(db) if db.exists() else {}
-        if "done" in state.values() and "running" in state.values():
-            break
+        running = [r for r, st in state.items() if st == "running"]
+        if "done" in state.values() and running:
+            with Store(db) as s:       # rows of a run still training: streamed while it runs
+                if len(s.metrics(run_ids=running, keys=["train/loss"])):
+                    break
         time.sleep(0.2)
     driver.kill()                                          # kill -9
     driver.wait()
@@ -186,8 +189,7 @@ def test_ctrl_c_cancels_every_task(cluster, tmp_path):
                                "--backend", "ray", "--address", address, "--quiet"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
-    while time.time() < deadline and "running" not in _store_state(db).values() if db.exists() \
-            else time.time() < deadline:
+    while time.time() < deadline and not (db.exists() and "running" in _store_state(db).values()):
         time.sleep(0.2)
     assert "running" in _store_state(db).values()
     driver.send_signal(signal.SIGINT)
