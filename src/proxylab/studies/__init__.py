@@ -10,7 +10,6 @@ of each sweep and a study-level ``summary.json`` with the DESIGN.md fields.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 from pathlib import Path
 
