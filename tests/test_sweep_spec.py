@@ -93,3 +93,31 @@ def test_schedules_closed_forms():
     assert [lr_multiplier(wsd, s, 10) for s in range(10)] == pytest.approx([1] * 8 + [0.5, 0.0])
     const = ScheduleConfig(name="constant", warmup=0.1)
     assert lr_multiplier(const, 0, 100) == pytest.approx(1 / 11) and lr_multiplier(const, 50, 100) == 1.0
+
+
+def test_schedule_edges_floors_and_integer_warmup():
+    """Edges the closed forms above do not reach (each found by a surviving mutant)."""
+    from proxylab.train.schedules import warmup_steps
+
+    # warmup = 1 is one step, not the whole run; 0.5 is half of it
+    assert warmup_steps(ScheduleConfig(warmup=1.0), 100) == 1
+    assert warmup_steps(ScheduleConfig(warmup=0.5), 100) == 50
+    assert warmup_steps(ScheduleConfig(warmup=500), 100) == 100  # clipped to the run
+    # a non-zero floor: the decays end at it (1 - (1 - floor)·frac, not 1 - (1 + floor)·frac)
+    for name in ("linear", "cosine"):
+        s = ScheduleConfig(name=name, warmup=0.0, min_lr_frac=0.1)
+        assert lr_multiplier(s, 10, 11) == pytest.approx(0.1), name
+    assert lr_multiplier(ScheduleConfig(name="linear", warmup=0.0, min_lr_frac=0.1), 5, 11) \
+        == pytest.approx(0.55)
+    wsd = ScheduleConfig(name="wsd", warmup=0.0, decay_frac=0.2, min_lr_frac=0.1)
+    assert [lr_multiplier(wsd, s, 10) for s in (7, 8, 9)] == pytest.approx([1.0, 0.55, 0.1])
+    # a decay of one step lands on the floor at the last step
+    one = ScheduleConfig(name="wsd", warmup=0.0, decay_frac=0.1, min_lr_frac=0.0)
+    assert [lr_multiplier(one, s, 10) for s in (8, 9)] == [1.0, 0.0]
+    # decay over the whole run after warmup: the first post-warmup step already decays
+    whole = ScheduleConfig(name="wsd", warmup=2, decay_frac=1.0, min_lr_frac=0.0)
+    assert [lr_multiplier(whole, s, 10) for s in range(10)] == pytest.approx(
+        [1 / 3, 2 / 3] + [1 - k / 8 for k in range(1, 9)])
+    # two steps of cosine after warmup: start at the peak, end at the floor
+    cos2 = ScheduleConfig(name="cosine", warmup=0.0, min_lr_frac=0.1)
+    assert [lr_multiplier(cos2, s, 2) for s in (0, 1)] == pytest.approx([1.0, 0.1])
