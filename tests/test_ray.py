@@ -21,7 +21,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from proxylab.config import ConfigError  # noqa: E402
+from proxylab.config import ConfigError, load_config  # noqa: E402
 from proxylab.store import Store  # noqa: E402
 from proxylab.sweep.driver import run_sweep  # noqa: E402
 from proxylab.sweep.executors import InlineExecutor, execute_one, make_executor  # noqa: E402
@@ -195,6 +195,13 @@ def test_ctrl_c_cancels_every_task(cluster, tmp_path):
     driver.send_signal(signal.SIGINT)
     assert driver.wait(timeout=60) == 130
     assert wait_cpus_free(timeout=30), "a task is still running after Ctrl-C"
+
+
+def test_cuda_runs_on_ray_need_gpus_per_run(cluster):
+    address, _ = cluster
+    cfg = load_config(sets=[f"{k}={v}" for k, v in TINY.items()] + ["train.device=cuda"])
+    with pytest.raises(ConfigError, match="--gpus-per-run"):
+        RayExecutor(address=address).run([cfg], lambda e: None)
 
 
 def test_bad_ray_options_are_bad_input():

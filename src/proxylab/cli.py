@@ -88,7 +88,8 @@ def cmd_sweep(args) -> int:
         print(f"{len(configs)} runs in sweep {spec.name!r}: {n_done} already finished, "
               f"{len(configs) - n_done} to run")
         return EXIT_OK
-    fingerprints = preflight(spec.expand())
+    fingerprints = preflight(spec.expand(),
+                             ray_gpus=args.gpus_per_run if args.backend == "ray" else None)
     store = _open_store(args, must_exist=False)    # only now: bad input above wrote nothing
     try:
         out = run_sweep(spec, store, executor, show_progress=not args.quiet,

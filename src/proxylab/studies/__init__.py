@@ -48,7 +48,8 @@ def run_study(name: str, *, quick: bool = False, smoke: bool = False,
     specs = study.sweeps(size)
     fingerprints = {}
     for spec in specs:
-        fingerprints.update(preflight(spec.expand()))
+        fingerprints.update(preflight(spec.expand(), ray_gpus=ray_options.get("gpus_per_run", 0.0)
+                                      if backend == "ray" else None))
     executor = make_executor(workers, threads=0 if workers <= 1 else 1, backend=backend,
                              **ray_options)   # address, cpus_per_run, gpus_per_run
     out.mkdir(parents=True, exist_ok=True)

@@ -93,14 +93,20 @@ class StoreWriter:
             raise ValueError(f"unknown executor event {kind!r}")
 
 
-def preflight(configs: list[RunConfig]) -> dict[str, str]:
+def preflight(configs: list[RunConfig], *, ray_gpus: float | None = None) -> dict[str, str]:
     """Check what validation cannot: every distinct data source opens (a missing or corrupt
-    file is bad input, exit 2, nothing written) and a requested CUDA device exists.
+    file is bad input, exit 2, nothing written) and a requested CUDA device exists: here,
+    or with ``ray_gpus`` (``--gpus-per-run`` of ``--backend ray``, whose runs train on the
+    cluster's GPU nodes) that each run holds a GPU share.
     Returns each run's data fingerprint by run id."""
     from proxylab.tasks import build_task  # noqa: PLC0415
 
     lease_seconds()                                   # a bad PROXYLAB_LEASE_S: exit 2 here
-    if any(c.train.device == "cuda" for c in configs):
+    if ray_gpus is not None:
+        from proxylab.sweep.ray_executor import check_gpus  # noqa: PLC0415
+
+        check_gpus(configs, ray_gpus)
+    elif any(c.train.device == "cuda" for c in configs):
         import torch  # noqa: PLC0415
 
         if not torch.cuda.is_available():

@@ -52,6 +52,13 @@ def import_ray():
     return ray
 
 
+def check_gpus(configs: list[RunConfig], gpus_per_run: float) -> None:
+    """Runs that ask for CUDA need a GPU share: Ray hides the GPUs from tasks holding none."""
+    if gpus_per_run == 0 and any(c.train.device == "cuda" for c in configs):
+        raise ConfigError("train.device: 'cuda' with --backend ray needs --gpus-per-run > 0 "
+                          "(e.g. 1, or 0.25 to pack four runs on a GPU)")
+
+
 class _Sink:
     """The event-sink actor: workers append batches, the driver takes them all."""
 
@@ -123,6 +130,7 @@ class RayExecutor:
         self.address = address
         self.cpus, self.gpus = float(cpus_per_run), float(gpus_per_run)
         self.max_retries, self.target = max_retries, target
+        self._own = False          # True once we started a Ray instance ourselves
 
     def _connect(self) -> None:
         ray = self.ray
@@ -136,6 +144,7 @@ class RayExecutor:
                 ray.init(address=address, **kwargs)
             else:                                  # a Ray instance of our own, on this machine
                 ray.init(num_cpus=os.cpu_count() or 1, **kwargs)
+                self._own = True
         except ConnectionError as e:
             raise ConfigError(f"--address {address}: cannot reach a Ray cluster there ({e})") from None
 
@@ -154,8 +163,10 @@ class RayExecutor:
     def run(self, configs: list[RunConfig], handle) -> None:
         if not configs:
             return
+        check_gpus(configs, self.gpus)
         self._connect()
         ray = self.ray
+        self._check_fits()
         task = ray.remote(run_task).options(num_cpus=self.cpus, num_gpus=self.gpus,
                                             max_retries=self.max_retries, retry_exceptions=False)
         sink = ray.remote(_Sink).options(num_cpus=0).remote()
@@ -182,6 +193,24 @@ class RayExecutor:
             raise
         finally:
             ray.kill(sink)
+
+    def _check_fits(self) -> None:
+        """Warn when no node can hold one run: its tasks would wait for a node that has
+        (an autoscaling cluster may add one; a fixed one never will)."""
+        import sys  # noqa: PLC0415
+
+        nodes = [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+        if nodes and not any(r.get("CPU", 0) >= self.cpus and r.get("GPU", 0) >= self.gpus
+                             for r in nodes):
+            if self._own:                          # our own instance never grows
+                raise ConfigError(
+                    f"--cpus-per-run {self.cpus:g} / --gpus-per-run {self.gpus:g}: this machine "
+                    f"has {nodes[0].get('CPU', 0):g} CPUs and {nodes[0].get('GPU', 0):g} GPUs; "
+                    "ask for less, or give --address of a cluster that has them")
+            print(f"proxylab: warning: no node of the Ray cluster has {self.cpus:g} CPUs"
+                  + (f" and {self.gpus:g} GPUs" if self.gpus else "")
+                  + " free for one run; the runs wait until such a node joins",
+                  file=sys.stderr)
 
     def _drain(self, sink, current: dict[str, str], handle) -> None:
         for token, event in self.ray.get(sink.drain.remote()):
