@@ -73,6 +73,8 @@ class Progress:
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.lines = {rid: _RunLine(labels[rid], total=steps[rid]) for rid in labels}
+        # labels are shown whole up to 72 characters (full keys where suffixes are ambiguous)
+        self.label_width = min(72, max((len(v) for v in labels.values()), default=0))
         self.skipped = skipped
         self.t0 = time.monotonic()
         self._drawn = 0
@@ -124,7 +126,8 @@ class Progress:
             body = f"step {ln.step:>6}/{ln.total:<6} {rate:7.1f} steps/s  ETA {_fmt_eta(eta)}"
         else:
             body = ln.note
-        return f"  {ln.status:<8} {rid}  {ln.label[:48]:<48} {body}"
+        w = self.label_width
+        return f"  {ln.status:<8} {rid}  {ln.label[:w]:<{w}} {body}"
 
     def _log(self, text: str) -> None:
         if self.enabled and not self.tty:
