@@ -95,6 +95,16 @@ def test_z_loss_is_the_mean_of_squares_over_counted_positions():
     assert float(ce1) == pytest.approx(ces[1], rel=1e-6)
     assert float(total1) == pytest.approx(ces[1] + z * lzs[1] ** 2, rel=1e-6)
     assert accuracy(logits, y) == (1, 3)  # argmax 0, 0 | 0 vs targets 0, 2 | 1
+    assert accuracy(logits[:, 1:], y) == (0, 1)  # last position only: row 1 (wrong), row 3 masked
+    # train.loss = "mse" (Doshi et al. 2024): mean over counted positions and the vocabulary
+    # of (logit - one-hot)², z-loss added on top; "ce" (the default) is cross-entropy
+    onehot = [[1.0 if j == t else 0.0 for j in range(3)] for t in (0, 2, 1)]
+    mse = sum((v - o) ** 2 for r, h in zip(rows[:3], onehot) for v, o in zip(r, h)) / 9
+    total, second, logz = lm_loss(logits, y, z_loss=z, loss="mse")
+    assert float(second) == pytest.approx(mse, rel=1e-6)
+    assert float(total) == pytest.approx(mse + z * mean_sq, rel=1e-6)
+    assert float(logz) == pytest.approx(sum(lzs) / 3, rel=1e-6)
+    assert float(lm_loss(logits, y, z_loss=z, loss="ce")[1]) == pytest.approx(sum(ces) / 3, rel=1e-6)
 
 
 def test_wsd_without_decay_stays_flat():

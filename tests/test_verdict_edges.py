@@ -1,0 +1,105 @@
+"""Edges of analysis/verdict.py that test_verdict.py does not reach, each found by a mutant
+that survived `make mutate` (docs/testing.md): exact reason texts, the JSON shape of the
+evidence, the bootstrap's defaults, its quantiles and its finite-draw rule."""
+
+import math
+
+import numpy as np
+import pytest
+
+from proxylab.analysis.verdict import (Claim, bootstrap, combine, decide, mean_difference,
+                                       not_measured)
+
+GREATER = Claim(text="T (Paper, 2024)", effect="a - b", direction="greater", margin=0.02,
+                unit="nats")
+LESS = Claim(text="L", effect="d", direction="less", margin=-0.5)
+WITHIN = Claim(text="W", effect="gap", direction="within", margin=0.05, unit="nats")
+
+
+def test_reason_texts_name_side_unit_level_and_interval():
+    v = decide(GREATER, 0.1, 0.05, 0.2, n=3)
+    assert v["reason"] == "a - b = 0.1 nats; the 90% interval [0.05, 0.2] nats lies > 0.02"
+    v = decide(LESS, 0.3, 0.1, 0.4, n=4, level=0.8, reason_extra="bootstrap over 4 seeds")
+    assert v["status"] == "not_reproduced"
+    assert v["reason"] == ("d = 0.3; the 80% interval [0.1, 0.4] excludes < -0.5; "
+                           "bootstrap over 4 seeds")
+    v = decide(WITHIN, 0.01, -0.04, 0.1, n=5)
+    assert v["reason"] == ("gap = 0.01 nats; the 90% interval [-0.04, 0.1] nats straddles the "
+                           "margin (within ±0.05)")
+    v = decide(WITHIN, 0.01, math.nan, math.nan, n=5)
+    assert v["reason"] == "gap = 0.01 nats; no finite bootstrap interval"
+    assert v["evidence"]["level"] == 0.9 and v["evidence"]["interval"] == [None, None]
+
+
+def test_not_measured_is_fully_specified():
+    assert not_measured(WITHIN, "one arm missing", {"arm": "lion"}) == {
+        "claim": "W", "status": "inconclusive", "reason": "one arm missing",
+        "evidence": {"effect": "gap", "estimate": None, "interval": [None, None],
+                     "direction": "within", "margin": 0.05, "unit": "nats", "n": 0,
+                     "arm": "lion"}}
+
+
+def test_combine_reason_and_part_evidence():
+    a, b = decide(GREATER, 0.1, 0.05, 0.2, n=3), decide(LESS, 0.3, 0.1, 0.4, n=3)
+    v = combine("both", {"a": a, "b": b})
+    assert v["reason"] == f"[a: reproduced] {a['reason']}; [b: not_reproduced] {b['reason']}"
+    assert v["evidence"]["parts"]["a"]["effect_claim"] == "T (Paper, 2024)"
+    assert v["evidence"]["parts"]["b"]["status"] == "not_reproduced"
+
+
+def test_within_claim_margin_rules():
+    assert Claim(text="x", effect="e", direction="within", margin=0.0).margin == 0.0
+    assert Claim(text="x", effect="e", direction="within", margin=0.5).margin == 0.5
+    with pytest.raises(ValueError, match=r"^Claim.margin: a 'within' claim needs a margin >= 0$"):
+        Claim(text="x", effect="e", direction="within", margin=-0.1)
+
+
+def test_bootstrap_defaults_are_reproducible_and_documented():
+    data = [0.3, 1.2, -0.4, 2.2, 0.9]
+    a = bootstrap(np.mean, data)
+    assert a == bootstrap(np.mean, data)                       # seeded, not random
+    assert a == bootstrap(np.mean, data, n_boot=2000, level=0.9, seed=0)
+    assert a != bootstrap(np.mean, data, seed=1)
+    kw = dict(n_boot=300, level=0.8, seed=3)
+    assert mean_difference(data, [0.0, 1.0], **kw) == bootstrap(
+        lambda x, y: x.mean() - y.mean(), data, [0.0, 1.0], **kw)
+
+
+def test_bootstrap_quantiles_and_every_index_drawn():
+    # stat = the first element of the resample: uniform over 0..99, so the 90% interval is
+    # the 5% and 95% quantiles of a uniform on 0..99
+    est, lo, hi = bootstrap(lambda a: a[0], np.arange(100.0), n_boot=20000)
+    assert est == 0.0 and lo == pytest.approx(4.95, abs=0.7) and hi == pytest.approx(94.05, abs=0.7)
+    # index 0 must be drawable: with [10, 0] the mean of a resample is 10 a quarter of the time
+    assert bootstrap(np.mean, [10.0, 0.0]) == (5.0, 0.0, 10.0)
+
+
+def test_bootstrap_small_and_empty_groups():
+    assert bootstrap(np.mean, [3.0]) == (3.0, 3.0, 3.0)        # one value: a point, not nan
+    assert bootstrap(np.mean, [1, 2, 3], n_boot=50)[0] == 2.0  # ints are fine
+    for groups in ([[]], [[1.0, 2.0], []]):
+        out = bootstrap(lambda *g: float(np.min(g[-1])), *groups)  # min of nothing raises
+        assert all(math.isnan(x) for x in out)
+    assert all(math.isnan(x) for x in bootstrap(np.min))       # no group at all
+
+
+class Flaky:
+    """A statistic that is finite on ``finite`` of every ``period`` calls after the first
+    (the point estimate), NaN otherwise."""
+
+    def __init__(self, finite, period):
+        self.calls, self.finite, self.period = 0, finite, period
+
+    def __call__(self, a):
+        self.calls += 1
+        if self.calls == 1:
+            return float(a.mean())
+        return float(a.mean()) if (self.calls - 2) % self.period < self.finite else math.nan
+
+
+def test_bootstrap_needs_half_the_draws_finite():
+    data = [1.0, 2.0, 4.0]
+    est, lo, hi = bootstrap(Flaky(1, 2), data, n_boot=100)      # exactly half: kept
+    assert est == pytest.approx(7 / 3) and math.isfinite(lo) and math.isfinite(hi)
+    est, lo, hi = bootstrap(Flaky(2, 5), data, n_boot=100)      # 40%: dropped
+    assert est == pytest.approx(7 / 3) and math.isnan(lo) and math.isnan(hi)
