@@ -111,6 +111,17 @@ def test_ray_sweep_matches_the_local_pool(cluster, tmp_path):
     assert again.skipped == 3 and not again.statuses
 
 
+def test_checkpoints_land_next_to_the_driver_s_store(cluster, tmp_path):
+    from proxylab.train.checkpoint import list_steps
+
+    address, _ = cluster
+    store = Store(tmp_path / "c.db")
+    run_sweep(spec("ckpt", [1e-3], **{"train.checkpoint_every": 6}), store,
+              RayExecutor(address=address), show_progress=False)
+    rid = store.runs()["run_id"].iloc[0]
+    assert list_steps(rid, tmp_path / "c.db")           # not in the Ray worker's own folder
+
+
 def test_crashing_worker_is_retried_then_failed(cluster, tmp_path):
     address, _ = cluster
     markers = tmp_path / "attempts"

@@ -24,7 +24,9 @@ pool:
 
 What is shipped to the workers: the pickled ``RunConfig`` and the target function (by
 reference: proxylab must be installed, the same version, on every node); data is read from
-``task.path`` on the node that runs the task.
+``task.path`` on the node that runs the task. Checkpoints (``train.checkpoint_every``) are
+written under the driver's checkpoint folder path on the node that trains: resuming a run on
+another node needs that folder on a shared disk.
 """
 
 from __future__ import annotations
@@ -73,16 +75,24 @@ class _Sink:
         return out
 
 
-def run_task(cfg: RunConfig, sink, cpus: float, target: Callable | None = None):
+def run_task(cfg: RunConfig, sink, cpus: float, target: Callable | None = None,
+             checkpoint_dir: str | None = None):
     """The body of one Ray task: train ``cfg`` and return its terminal event.
 
     ``target(cfg, emit)`` runs the config and emits its events (default
-    :func:`proxylab.sweep.executors.execute_one`).
+    :func:`proxylab.sweep.executors.execute_one`). ``checkpoint_dir`` is the driver's
+    checkpoint folder (``train.checkpoint_every``), the same path on this node.
     """
     import ray  # noqa: PLC0415
     import torch  # noqa: PLC0415
 
     from proxylab.sweep.executors import execute_one  # noqa: PLC0415
+    from proxylab.train.checkpoint import ENV  # noqa: PLC0415
+
+    if checkpoint_dir:              # a Ray worker serves many tasks: set (or clear) it per task
+        os.environ[ENV] = checkpoint_dir
+    else:
+        os.environ.pop(ENV, None)
 
     torch.set_num_threads(max(1, int(cpus)))      # train.threads = the CPUs this task holds
     token, buf, terminal = uuid.uuid4().hex, [], []
@@ -170,7 +180,10 @@ class RayExecutor:
         task = ray.remote(run_task).options(num_cpus=self.cpus, num_gpus=self.gpus,
                                             max_retries=self.max_retries, retry_exceptions=False)
         sink = ray.remote(_Sink).options(num_cpus=0).remote()
-        refs = {task.remote(cfg, sink, self.cpus, self.target): cfg.id for cfg in configs}
+        from proxylab.train.checkpoint import ENV  # noqa: PLC0415
+
+        ckpt = os.environ.get(ENV)                 # set by the driver (next to the store)
+        refs = {task.remote(cfg, sink, self.cpus, self.target, ckpt): cfg.id for cfg in configs}
         current: dict[str, str] = {}               # run id -> token of its current attempt
         try:
             while refs:
