@@ -63,6 +63,9 @@ def tour_steps() -> list[tuple[str, list[str]]]:
 
 
 NUMBER = re.compile(r"\d+\.\d+|\d+")
+# the sample output was printed by Python 3.11: the built-in corpus (the standard library's
+# source) and so the losses differ on another Python; ids and formats do not
+SAMPLE_PYTHON = (3, 11)
 
 
 def check_sample(cmd: str, sample: list[str], printed: str) -> None:
@@ -74,7 +77,7 @@ def check_sample(cmd: str, sample: list[str], printed: str) -> None:
         ids_want = re.findall(r"\b[0-9a-f]{12}\b", want)
         assert re.findall(r"\b[0-9a-f]{12}\b", line) == ids_want, (want, line)
         for key in ("val loss", "train loss"):
-            if key in want:
+            if key in want and sys.version_info[:2] == SAMPLE_PYTHON:
                 pick = lambda s: float(re.search(rf"{key} (\S+)", s).group(1))  # noqa: E731
                 assert abs(pick(line) - pick(want)) < 0.05, (key, want, line)
 
