@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow     # a real cluster and driver processes: `make test`, not test-fast
 
 from proxylab.config import ConfigError, load_config  # noqa: E402
 from proxylab.store import Store  # noqa: E402

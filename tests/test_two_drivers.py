@@ -82,6 +82,7 @@ def test_a_dead_local_owner_needs_no_lease_to_lapse(db_path):
 
 
 # ---- two real drivers --------------------------------------------------------------------
+@pytest.mark.slow
 def test_two_drivers_started_together_run_every_run_once(tmp_path):
     sweep, db = sweep_file(tmp_path / "s.toml", 20, [0.001, 0.002, 0.003, 0.004]), tmp_path / "p.db"
     a, b = driver(sweep, db), driver(sweep, db)
@@ -106,6 +107,7 @@ def _first_state(db: Path, want, timeout: float = 240):
     return None
 
 
+@pytest.mark.slow
 def test_kill_9_of_one_driver_the_other_takes_over(tmp_path):
     sweep, db = sweep_file(tmp_path / "s.toml", 800, [0.001, 0.002, 0.003]), tmp_path / "p.db"
     a = driver(sweep, db, lease_s=600)    # a long lease: only the dead pid frees its runs early
