@@ -103,3 +103,48 @@ def test_bootstrap_needs_half_the_draws_finite():
     assert est == pytest.approx(7 / 3) and math.isfinite(lo) and math.isfinite(hi)
     est, lo, hi = bootstrap(Flaky(2, 5), data, n_boot=100)      # 40%: dropped
     assert est == pytest.approx(7 / 3) and math.isnan(lo) and math.isnan(hi)
+
+
+def test_decide_evidence_is_fully_specified_and_n_two_is_enough():
+    v = decide(GREATER, 0.1, -0.1, 0.3, n=2, evidence={"seeds": [0, 1]})
+    assert v["status"] == "inconclusive"
+    assert v["reason"] == ("a - b = 0.1 nats; the 90% interval [-0.1, 0.3] nats straddles the "
+                           "margin (> 0.02)")
+    assert v["evidence"] == {"effect": "a - b", "estimate": 0.1, "interval": [-0.1, 0.3],
+                             "level": 0.9, "direction": "greater", "margin": 0.02,
+                             "unit": "nats", "n": 2, "seeds": [0, 1]}
+    assert decide(GREATER, 0.1, 0.05, 0.2, n=1)["reason"].endswith(
+        "only n=1 sample(s): no uncertainty estimate")
+
+
+@pytest.mark.parametrize("claim, lo, hi, status", [
+    (GREATER, 0.02, 0.5, "inconclusive"),      # touching the margin is not beyond it
+    (GREATER, -0.5, 0.02, "inconclusive"),     # nor entirely short of it
+    (LESS, -0.9, -0.5, "inconclusive"),
+    (LESS, -0.5, 0.3, "inconclusive"),
+    (WITHIN, -0.05, 0.05, "reproduced"),       # the closed interval [-m, m]
+    (WITHIN, -0.2, -0.05, "inconclusive"),
+    (WITHIN, 0.05, 0.2, "inconclusive"),
+])
+def test_status_at_the_margin_exactly(claim, lo, hi, status):
+    assert decide(claim, (lo + hi) / 2, lo, hi, n=3)["status"] == status
+
+
+def test_bootstrap_runs_draws_whole_units_with_defaults_pinned():
+    import pandas as pd
+
+    from proxylab.analysis.verdict import bootstrap_runs
+
+    # units 0, 1, 2 hold 1, 2 and 4 runs: a draw of 3 units holds between 3 and 12 runs
+    runs = pd.DataFrame({"train.seed": [0] + [1] * 2 + [2] * 4, "x": range(7)})
+    size = lambda r: float(len(r))  # noqa: E731
+    est, lo, hi, n = bootstrap_runs(runs, size, unit="train.seed")
+    assert (est, n) == (7.0, 3) and 3.0 <= lo <= 7.0 <= hi <= 12.0
+    # seeded, with the documented defaults (a continuous statistic tells seeds apart)
+    runs = pd.DataFrame({"u": range(8), "x": [0.3, 1.9, -0.7, 2.2, 0.1, 1.4, -1.1, 0.8]})
+    mean_x = lambda r: float(r["x"].mean())  # noqa: E731
+    a = bootstrap_runs(runs, mean_x, unit="u")
+    assert a == bootstrap_runs(runs, mean_x, unit="u")
+    assert a == bootstrap_runs(runs, mean_x, unit="u", n_boot=500, level=0.9, seed=0)
+    assert a != bootstrap_runs(runs, mean_x, unit="u", seed=1)
+    assert a != bootstrap_runs(runs, mean_x, unit="u", n_boot=501)
