@@ -224,6 +224,18 @@ def test_delay_law_fit_recovers_a_line():
     assert math.isnan(delay_law_fit([1.0], [2.0], [1e-3], [1.0])["slope"])
 
 
+def test_delay_law_fit_with_the_omnigrok_offset():
+    alphas = np.array([1, 2, 4, 1, 2, 4, 1, 2, 4], dtype=float)
+    wds = np.repeat([0.5, 1.0, 2.0], 3)
+    lrs = np.full(9, 3e-3)
+    inv = 1 / (lrs * wds)
+    g = 100 + 0.7 * np.log(alphas) * inv + 0.4 * inv        # ln(alpha w0/w_c) with ln(w0/w_c) ~ 0.4/0.7
+    fit = delay_law_fit(g, alphas, lrs, wds, offset=True)
+    assert fit["slope"] == pytest.approx(0.7) and fit["offset"] == pytest.approx(0.4)
+    assert fit["intercept"] == pytest.approx(100) and fit["r2"] == pytest.approx(1.0)
+    assert delay_law_fit(g, alphas, lrs, wds)["r2"] < 0.95   # the plain law misses the offset
+
+
 # ----------------------------------------------------------------------------------
 # Doshi et al.'s quadratic MLP and the MSE objective
 

@@ -208,21 +208,30 @@ def ipr(weights: np.ndarray, r: int = 2) -> np.ndarray:
 # the delay law
 
 
-def delay_law_fit(gen_steps, alphas, lrs, wds) -> dict[str, float]:
+def delay_law_fit(gen_steps, alphas, lrs, wds, *, offset: bool = False) -> dict[str, float]:
     """Least-squares fit gen_step = intercept + slope · ln(α)/(ηλ) (Lyu et al. 2024).
 
-    Points whose generalization step is not finite (never generalized) are dropped;
-    returns slope, intercept, r2 and n (the points used)."""
+    ``offset=True`` adds a term ``offset · 1/(ηλ)``: the Omnigrok form ln(α w₀ / w_c)/(ηλ),
+    in which even α = 1 waits for the norm to decay from w₀ to w_c. Points whose
+    generalization step is not finite (never generalized) are dropped; returns slope,
+    intercept, r2, n (the points used) and, with ``offset``, the offset coefficient."""
     g = np.asarray(gen_steps, dtype=float)
-    x = np.log(np.asarray(alphas, dtype=float)) / (np.asarray(lrs, dtype=float) * np.asarray(wds, dtype=float))
+    inv = 1.0 / (np.asarray(lrs, dtype=float) * np.asarray(wds, dtype=float))
+    x = np.log(np.asarray(alphas, dtype=float)) * inv
     keep = np.isfinite(g) & np.isfinite(x)
-    g, x = g[keep], x[keep]
+    g, x, inv = g[keep], x[keep], inv[keep]
     n = int(keep.sum())
-    if n < 2 or np.ptp(x) == 0:
-        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "n": n}
-    A = np.stack([np.ones_like(x), x], axis=1)
-    (intercept, slope), *_ = np.linalg.lstsq(A, g, rcond=None)
-    resid = g - (intercept + slope * x)
+    cols = [np.ones_like(x), x] + ([inv] if offset else [])
+    A = np.stack(cols, axis=1)
+    nan = {"slope": math.nan, "intercept": math.nan, "r2": math.nan, "n": n,
+           **({"offset": math.nan} if offset else {})}
+    if n < A.shape[1] or np.ptp(x) == 0 or np.linalg.matrix_rank(A) < A.shape[1]:
+        return nan
+    coef, *_ = np.linalg.lstsq(A, g, rcond=None)
+    resid = g - A @ coef
     ss_tot = ((g - g.mean()) ** 2).sum()
     r2 = 1 - (resid**2).sum() / ss_tot if ss_tot > 0 else math.nan
-    return {"slope": float(slope), "intercept": float(intercept), "r2": float(r2), "n": n}
+    out = {"slope": float(coef[1]), "intercept": float(coef[0]), "r2": float(r2), "n": n}
+    if offset:
+        out["offset"] = float(coef[2])
+    return out

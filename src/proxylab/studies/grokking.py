@@ -45,7 +45,7 @@ WD, ALPHA, FRAC, XI = "optim.weight_decay", "model.init_scale", "task.train_frac
 # quick and smoke are smaller cousins that grok within their budgets on 2 CPU cores.
 
 TF = {"smoke": dict(p=23, frac=0.5, width=32, lr=3e-3, wd=2.0, steps=400, every=20, ckpt=100),
-      "quick": dict(p=59, frac=0.5, width=64, lr=3e-3, wd=2.0, steps=1500, every=50, ckpt=100),
+      "quick": dict(p=59, frac=0.5, width=64, lr=3e-3, wd=1.0, steps=2000, every=25, ckpt=100),
       "full": dict(p=113, frac=0.3, width=128, lr=1e-3, wd=1.0, steps=7000, every=100, ckpt=250)}
 SEEDS = {"smoke": [0, 1], "quick": [0, 1], "full": [0, 1]}
 LOW_FRAC = {"smoke": 0.2, "quick": 0.2, "full": 0.15}
@@ -216,8 +216,10 @@ def claim_delay(store, spec: SweepSpec) -> dict:
     idx = np.arange(len(df))
     est, lo, hi = bootstrap(lambda i: delay_law_fit(g[i.astype(int)], a[i.astype(int)],
                                                     lr[i.astype(int)], wd[i.astype(int)])["slope"], idx)
+    fit2 = delay_law_fit(g, a, lr, wd, offset=True)
     return decide(claim, fit["slope"], lo, hi, n=fit["n"], evidence={
         "intercept": _r(fit["intercept"]), "r2": _r(fit["r2"]),
+        "with_offset_1/(ηλ)": {k: _r(v) for k, v in fit2.items()},   # Omnigrok's ln(α w0/w_c)
         "points": [{"alpha": float(x), "weight_decay": float(w), "lr": float(l),
                     "x": _r(math.log(x) / (l * w)), "generalization_step": _r(s)}
                    for x, w, l, s in zip(a, wd, lr, g)],
