@@ -97,7 +97,7 @@ SIZES = {
                   wds=[0.0, 0.1, 1.0], mlp_widths=[32, 64], cnn_widths=[8, 16], img_steps=300,
                   eval_batches=16),
     "full": dict(lm_widths=[64, 128], lm_steps=500,
-                 lrs=[1e-3, 2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2],
+                 lrs=[2e-3, 4e-3, 8e-3, 1.6e-2, 3.2e-2, 6.4e-2],
                  seeds=[0, 1, 2], wds=[0.0, 0.1, 1.0], mlp_widths=[32, 64], cnn_widths=[8, 16],
                  img_steps=400, eval_batches=32),
 }
