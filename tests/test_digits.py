@@ -137,3 +137,19 @@ def test_digits_run_reports_accuracy():
     assert res.summary["final_val_acc"] > 0.6                    # 60 steps learn a lot
     # accuracy counts every validation image once: a multiple of 1/899
     assert abs(res.summary["final_val_acc"] * 899 - round(res.summary["final_val_acc"] * 899)) < 1e-6
+
+
+def test_digits_checkpoint_rebuilds_the_image_model(tmp_path, monkeypatch):
+    import proxylab as pl  # noqa: PLC0415
+
+    monkeypatch.setenv("PROXYLAB_CHECKPOINT_DIR", "")  # pl.run points it at its store; undone after
+
+    db = tmp_path / "s.db"
+    cfg = from_flat({"task.name": "digits", "model.name": "cnn", "model.width": 4,
+                     "model.quant": "bitnet158", "train.steps": 4, "train.batch_size": 8,
+                     "train.checkpoint_every": 4, "train.threads": 1})
+    pl.run(cfg, db=db)
+    ck = pl.load_checkpoint(cfg.id, db=db)
+    model = ck.model()
+    x, y = ck.task().val_batches(16, 1)[0]
+    assert model(x).shape == (16, 1, 10)

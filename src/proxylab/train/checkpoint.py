@@ -228,7 +228,8 @@ class Checkpoint:
         from proxylab.models import build_model  # noqa: PLC0415
 
         task = self.task()
-        m = build_model(self.config.model, vocab_size=task.vocab_size, seq_len=task.seq_len)
+        m = build_model(self.config.model, vocab_size=task.vocab_size, seq_len=task.seq_len,
+                        input_shape=getattr(task, "input_shape", None))  # image tasks
         m.load_state_dict(self.model_state)
         return m.to(device).eval()
 
