@@ -94,12 +94,13 @@ def sweeps(size: str) -> list[SweepSpec]:
                                    "model.heads": SIZES[size][-1][1], "optim.weight_decay": 0.0},
               grid={"train.z_loss": [0.0, 1e-4], LR: lrs,
                     **({"optim.weight_decay": [0.0, 1e-4]} if full else {})},
+              seeds=None if size != "full" else [0, 1],
               description="claim 3: z-loss (and weight decay) x LR"),
         _spec(size, "mup", base={"model.qk_norm": True, "model.base_width": 32 if size != "smoke" else 16},
               grid={"model.param": ["sp", "mup-simple"], LR: lrs},
               zip_=_sizes(size, {"smoke": [(16, 1), (32, 2)], "quick": [(32, 2), (96, 6)],
                                  "full": [(32, 2), (64, 4), (128, 8)]}[size]),
-              seeds=None if size != "full" else [0, 1],
+              seeds=None if size == "smoke" else [0, 1],
               description="claim 6: SP vs muP(simple) x LR x width, and the coord check"),
         _spec(size, "kappa", base={"model.width": 64 if size != "smoke" else 16,
                                    "model.heads": 4 if size != "smoke" else 1, LR: 1e-2},
@@ -308,10 +309,15 @@ def claim_mup(m: pd.DataFrame) -> dict:
     return out
 
 
-def add_coord_check(m: pd.DataFrame) -> pd.DataFrame:
+def add_coord_check(m: pd.DataFrame, lr: float = 1e-2) -> pd.DataFrame:
+    """The coord check at one LR (the grid point nearest ``lr``): activation size against
+    width after a few steps; averaging over LRs would let the unstable ones dominate."""
     layers = sorted(c for c in m.columns if c.startswith("coord/"))
-    return coord_check(m, layer_cols=layers) if layers else pd.DataFrame(
-        columns=["model.param", "layer", "slope"])
+    if not layers or m.empty:
+        return pd.DataFrame(columns=["model.param", "layer", "slope", "widths", "values"])
+    grid = np.array(sorted(m[LR].unique()))
+    at = grid[np.argmin(np.abs(np.log(grid / lr)))]
+    return coord_check(m[m[LR] == at], layer_cols=layers)
 
 
 def claim_depth_width(store, by: dict) -> dict:
@@ -577,7 +583,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> dict:
               xlog=True, ylog=True, series=[
                   Series(p, list(g["model.width"]), list(g["lr_opt"]))
                   for p, g in opt.groupby("model.param")]),
-        Panel(title="coord check: mean |residual| after a block, first probe", xlabel="width",
+        Panel(title="coord check (step 10, LR 1e-2)", xlabel="width",
               ylabel="mean |activation|", xlog=True, ylog=True, series=[
                   Series(f"{r['model.param']} {r['layer'].split('/')[-1]}", r["widths"], r["values"],
                          "o-" if r["model.param"] == "sp" else "s--") for _, r in cc.iterrows()])])
