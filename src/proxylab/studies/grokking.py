@@ -441,16 +441,18 @@ def figures(store, specs: list[SweepSpec], out_dir) -> dict:
     runs = store.runs(sweep=wd_spec.name)
     curves = store.curves(list(runs.run_id)).reset_index() if len(runs) else pd.DataFrame()
     acc, norm = [], []
-    for _, r in runs.iterrows():
+    palette = {0: ["#1f77b4", "#17becf"], 1: ["#d62728", "#ff7f0e"]}   # blues: no decay; reds: decay
+    for i, (_, r) in enumerate(runs.sort_values([WD, "train.seed"]).iterrows() if len(runs) else []):
         c = curves[curves.run_id == r.run_id].sort_values("step") if len(curves) else curves
         if not len(c):
             continue
         lab = f"wd={r[WD]:g} seed={r['train.seed']}"
+        color = palette[int(r[WD] > 0)][i % 2]
         for k, style in (("train/acc", "--"), ("val/acc", "-")):
             cc = c[["step", k]].dropna()
-            acc.append(Series(f"{lab} {k.split('/')[0]}", list(cc.step), list(cc[k]), style))
+            acc.append(Series(f"{lab} {k.split('/')[0]}", list(cc.step), list(cc[k]), style, color))
         cc = c[["step", "param_norm"]].dropna()
-        norm.append(Series(lab, list(cc.step), list(cc.param_norm), "-"))
+        norm.append(Series(lab, list(cc.step), list(cc.param_norm), "-", color))
     draw_panels(out_dir / "grokking_curves.png", [
         Panel("Accuracy (dashed: train, solid: validation)", "step", "accuracy", acc, xlog=True,
               hlines=[(0.99, "99%")]),
@@ -492,9 +494,14 @@ def figures(store, specs: list[SweepSpec], out_dir) -> dict:
             sub = sub.sort_values(ALPHA)
             x = np.log(sub[ALPHA]) / (sub["optim.lr"] * w)
             series.append(Series(f"wd={w:g}", list(x), list(sub.generalization_step), "o"))
+        fit = delay_law_fit(df.generalization_step, df[ALPHA], df["optim.lr"], df[WD])
+        xs = np.log(df[ALPHA]) / (df["optim.lr"] * df[WD])
+        xs = [float(xs.min()), float(xs.max())]
+        if math.isfinite(fit["slope"]):
+            series.append(Series(f"fit: {fit['intercept']:.0f} + {fit['slope']:.2f}·x, R²={fit['r2']:.2f}",
+                                 xs, [fit["intercept"] + fit["slope"] * x for x in xs], "-", "grey"))
         draw_panels(out_dir / "delay_law.png", [Panel("Delay law", "ln(α)/(ηλ)  (steps)",
                                                       "generalization step", series)])
-        fit = delay_law_fit(df.generalization_step, df[ALPHA], df["optim.lr"], df[WD])
         out["delay_law.png"] = {"question": "Is the generalization step linear in ln(α)/(ηλ)?",
                                 "detail": "One point per (α, λ); a least-squares line in verdict 2.",
                                 "numbers": {k: _r(v) for k, v in fit.items()}}
@@ -508,7 +515,7 @@ def figures(store, specs: list[SweepSpec], out_dir) -> dict:
             panels.append(Panel(f"ξ=0.2, wd={w:g}", "step", "accuracy", [
                 Series(k, list(c[["step", k]].dropna().step), list(c[k].dropna()), "-")
                 for k in ("val/acc", "train_clean/acc", "train_corrupt/acc", "train_corrupt_true/acc")
-                if k in c], xlog=True))
+                if k in c]))
         draw_panels(out_dir / "corruption.png", panels)
         c = _runs(store, corrupt_spec)
         out["corruption.png"] = {
