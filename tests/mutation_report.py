@@ -1,6 +1,12 @@
 """Kill share per module from mutmut's results (``make mutate`` prints it; docs/testing.md).
 
-    python tests/mutation_report.py [PATTERN ...] [--survivors]
+    python tests/mutation_report.py [PATTERN ...] [--survivors | --pending]
+
+``--pending`` prints only the names of the mutants not yet killed (survived, no tests, not
+checked), one per line: ``mutmut run $(python tests/mutation_report.py --pending PATTERN)``
+reruns just those after new tests (a glob makes mutmut rerun every match, killed or not).
+``--sample=N`` prints N mutant names drawn at random (seed 0) from those matching, for an
+estimate of a module's kill share when the whole module would take too long.
 
 PATTERNs are the mutant-name globs the run was scoped to (default: every mutant mutmut
 made). Reads ``mutants/**/*.py.meta`` (mutmut 3's per-file results). A mutant counts as
@@ -62,8 +68,20 @@ def main(argv: list[str]) -> int:
     patterns = [a for a in argv if not a.startswith("--")]
     codes = load()
     if not codes:
-        print("no mutmut results under ./mutants: run `make mutate` first")
+        print("no mutmut results under ./mutants: run `make mutate` first", file=sys.stderr)
         return 1
+    sample = [int(a.split("=", 1)[1]) for a in argv if a.startswith("--sample=")]
+    if sample:
+        import random  # noqa: PLC0415
+
+        names = sorted(n for n in codes if not patterns or any(fnmatch.fnmatch(n, p) for p in patterns))
+        print("\n".join(sorted(random.Random(0).sample(names, min(sample[0], len(names))))))
+        return 0
+    if "--pending" in argv:
+        for name, code in sorted(codes.items()):
+            if code not in KILLED and (not patterns or any(fnmatch.fnmatch(name, p) for p in patterns)):
+                print(name)
+        return 0
     table = summarize(codes, patterns)
     total = Counter()
     print(f"{'module':34s} {'killed':>7s} {'survived':>8s} {'no tests':>8s} {'unchecked':>9s} {'kill share':>10s}")

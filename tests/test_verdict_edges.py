@@ -148,3 +148,33 @@ def test_bootstrap_runs_draws_whole_units_with_defaults_pinned():
     assert a == bootstrap_runs(runs, mean_x, unit="u", n_boot=500, level=0.9, seed=0)
     assert a != bootstrap_runs(runs, mean_x, unit="u", seed=1)
     assert a != bootstrap_runs(runs, mean_x, unit="u", n_boot=501)
+
+
+def test_bootstrap_runs_quantiles_index_zero_and_finite_rule():
+    import pandas as pd
+
+    from proxylab.analysis.verdict import bootstrap_runs
+
+    # stat = the unit of the first run of the draw: uniform over 0..20, so the 50% interval
+    # is its 25% and 75% quantiles, 5 and 15 (a divisor 3 in alpha would give about 2 and 18)
+    runs = pd.DataFrame({"u": np.arange(21.0)})
+    first = lambda r: float(r["u"].iloc[0])  # noqa: E731
+    est, lo, hi, n = bootstrap_runs(runs, first, unit="u", n_boot=1000, level=0.5)
+    assert (est, n) == (0.0, 21)
+    assert lo == pytest.approx(5, abs=1) and hi == pytest.approx(15, abs=1)
+    # unit 0 must be drawable: with units {0: x=10, 1: x=0} the draws' mean reaches 10
+    two = pd.DataFrame({"u": [0, 1], "x": [10.0, 0.0]})
+    assert bootstrap_runs(two, lambda r: float(r["x"].mean()), unit="u") == (5.0, 0.0, 10.0, 2)
+    # at least half of the draws must be finite (exactly half is enough)
+    for finite, period, ok in ((1, 2, True), (2, 5, False)):
+        flaky = Flaky(finite, period)
+        _, lo, hi, _ = bootstrap_runs(runs.iloc[:5], lambda r: flaky(r["u"].to_numpy()),
+                                      unit="u", n_boot=100)
+        assert math.isfinite(lo) == ok and math.isfinite(hi) == ok
+
+
+def test_half_finite_interval_and_combined_claim_text():
+    v = decide(GREATER, 0.1, math.nan, 0.2, n=3)
+    assert v["status"] == "inconclusive" and v["reason"].endswith("no finite bootstrap interval")
+    a = decide(GREATER, 0.1, 0.05, 0.2, n=3)
+    assert combine("both parts (Paper, 2024)", {"a": a})["claim"] == "both parts (Paper, 2024)"
