@@ -105,6 +105,11 @@ def test_z_loss_is_the_mean_of_squares_over_counted_positions():
     assert float(total) == pytest.approx(mse + z * mean_sq, rel=1e-6)
     assert float(logz) == pytest.approx(sum(lzs) / 3, rel=1e-6)
     assert float(lm_loss(logits, y, z_loss=z, loss="ce")[1]) == pytest.approx(sum(ces) / 3, rel=1e-6)
+    # the one-hot has the vocabulary's width even when no target is its last token
+    y01 = torch.tensor([[0, 1], [0, -100]])
+    want = sum((v - o) ** 2 for r, t in zip(rows[:3], (0, 1, 0))
+               for j, v in enumerate(r) for o in [1.0 if j == t else 0.0]) / 9
+    assert float(lm_loss(logits, y01, z_loss=0.0, loss="mse")[1]) == pytest.approx(want, rel=1e-6)
 
 
 def test_wsd_without_decay_stays_flat():
