@@ -86,3 +86,31 @@ def test_missing_parameterization_and_other_axes():
     other = pd.concat([df.assign(**{"model.depth": d}) for d in (2, 4)], ignore_index=True)
     with pytest.raises(ConfigError, match=r"transfer_verdict: the runs also vary \['model.depth'\]"):
         transfer_verdict(other, n_boot=N_BOOT)
+
+
+def test_other_column_names_no_seed_column_and_exact_texts():
+    df = runs({"sp": SP, "mup": PIN}, seeds=(0,)).drop(columns="train.seed")
+    renamed = df.rename(columns={"model.width": "model.d", "optim.lr": "optim.peak_lr",
+                                 "model.param": "model.p"})
+    v = transfer_verdict(renamed, param_key="model.p", width_key="model.d",
+                         lr_key="optim.peak_lr", n_boot=N_BOOT)
+    assert v["evidence"]["bootstrap_unit"] == "optim.peak_lr" and v["evidence"]["n"] == len(LRS)
+    assert v["evidence"]["sp_slope_log2lr_per_log2width"] == pytest.approx(-1.0, abs=1e-6)
+    assert v["reason"].startswith(TRANSFER_CLAIM.effect)
+    assert v["reason"].endswith(f"bootstrap over {len(LRS)} LR grid points")
+    edge = transfer_verdict(runs({"sp": [2.0 ** -6, 2.0 ** -7, 2.0 ** -20], "mup": PIN}),
+                            n_boot=N_BOOT)
+    assert edge["reason"].startswith(TRANSFER_CLAIM.effect)  # the edge note is appended
+    other = pd.concat([df.assign(**{"model.depth": d}) for d in (2, 4)], ignore_index=True)
+    with pytest.raises(ConfigError) as e:
+        transfer_verdict(other, n_boot=N_BOOT)
+    assert str(e.value) == ("transfer_verdict: the runs also vary ['model.depth']; select one "
+                            "value of each before asking how the optimal LR moves with width")
+
+
+def test_seed_reaches_the_bootstrap():
+    # one seed: the bootstrap redraws LR grid points, so its interval depends on the seed
+    df = runs({"sp": SP, "mup": PIN}, seeds=(0,), lrs=[2.0 ** k for k in range(-10, -3)])
+    a = transfer_verdict(df, n_boot=N_BOOT)["evidence"]["interval"]
+    assert a == transfer_verdict(df, n_boot=N_BOOT)["evidence"]["interval"]
+    assert a != transfer_verdict(df, n_boot=N_BOOT, seed=3)["evidence"]["interval"]
