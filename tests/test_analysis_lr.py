@@ -207,3 +207,50 @@ def test_metric_vs_lr_averages_seeds_without_capping():
     m = metric_vs_lr(final, "max_attn_logit").set_index("optim.lr")
     assert m.loc[1e-2, "mean"] == 505.0 and m.loc[1e-2, "std"] == pytest.approx(np.std([10, 1000], ddof=1))
     assert (m.loc[1e-1, "n"], m.loc[1e-1, "n_runs"]) == (0, 1) and math.isnan(m.loc[1e-1, "mean"])
+
+
+def test_lr_edges_found_by_mutants():
+    """Edges reached by no test above, each found by a surviving mutant (docs/testing.md)."""
+    # a loss above ℓ0 borrowed from the group is capped at it: (2.0 + min(4.5, 4.0)) / 2
+    final = pd.DataFrame({"run_id": list("xyz"), "status": ["done"] * 3,
+                          "optim.lr": [1e-2, 1e-2, 1e-1], "train.seed": [0, 1, 0],
+                          "final_val_loss": [2.0, 4.5, 7.0], "init_loss": [3.0, NAN, 5.0],
+                          "diverged": [False] * 3})
+    c = lr_curves(final).set_index("optim.lr")
+    assert c.loc[1e-2, "loss_mean"] == pytest.approx(3.0) and c.loc[1e-2, "n_capped"] == 1
+    assert c.loc[1e-2, "init_loss"] == pytest.approx(3.5)  # mean of 3 and the borrowed 4
+    # right edge: convex, vertex right of the grid -> clamped to the largest LR
+    o = optimal_lr(curve([9.0, 6.0, 3.5, 2.0])).iloc[0]
+    assert o["at_edge"] and o["method"] == "parabola" and o["lr_opt"] == pytest.approx(1.0)
+    # one LR: the argmin, not an edge; no finite loss: a fully specified empty row
+    o = optimal_lr(curve([2.5])).iloc[0]
+    assert (o["method"], bool(o["at_edge"]), o["n_lr"]) == ("argmin", False, 1)
+    o = optimal_lr(curve([NAN, NAN])).iloc[0]
+    assert (o["method"], o["at_edge"], o["n_lr"]) == ("none", False, 0)
+    assert math.isnan(o["lr_opt"]) and math.isnan(o["loss_opt"])
+    assert list(optimal_lr(curve([1.0]).iloc[:0]).columns) == [
+        "lr_argmin", "loss_min", "lr_opt", "loss_opt", "method", "at_edge", "n_lr"]
+    # no ℓ0 anywhere: the losses are used uncapped
+    nol0 = curve([3.1, 2.1, 3.9]).assign(init_loss=NAN)
+    assert lr_sensitivity(nol0).iloc[0]["lr_sensitivity"] == pytest.approx(2.8 / 3)
+    # one point and the n - 1 convention: nothing to average, no best either
+    s = lr_sensitivity(curve([2.0]), denominator="n-1").iloc[0]
+    assert math.isnan(s["lr_sensitivity"]) and math.isnan(s["best_loss"]) and s["n_lr"] == 1
+    with pytest.raises(ConfigError, match=r"^optim.nope: not a column of the LR curves; columns: "):
+        optimal_lr(curve([1.0]), lr_key="optim.nope")
+    with pytest.raises(ConfigError, match=r"^optim.nope: no such config column in the runs; "
+                                          r"config columns: \['optim.lr'"):
+        metric_vs_lr(curve([1.0]).assign(**{"optim.x": 1}), "loss_mean", lr_key="optim.nope")
+
+
+def test_capped_loss_keeps_the_index_and_nan_group_keys_stay():
+    df = pd.DataFrame({"final_val_loss": [3.0, 9.0], "init_loss": [5.0, 5.0],
+                       "diverged": [False, False]}, index=[10, 11])
+    pd.testing.assert_series_equal(capped_loss(df), pd.Series([3.0, 5.0], index=[10, 11]))
+    # a run whose group key is missing (NaN) is its own group, not dropped
+    final = pd.DataFrame({"run_id": list("pqr"), "status": ["done"] * 3,
+                          "optim.lr": [1e-2, 1e-2, 1e-2], "model.width": [64, NAN, 32],
+                          "final_val_loss": [2.0, 3.0, 4.0], "init_loss": [5.0] * 3,
+                          "diverged": [False] * 3})
+    c = lr_curves(final)
+    assert len(c) == 3 and sorted(c["loss_mean"]) == [2.0, 3.0, 4.0]
