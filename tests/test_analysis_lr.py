@@ -254,3 +254,23 @@ def test_capped_loss_keeps_the_index_and_nan_group_keys_stay():
                           "diverged": [False] * 3})
     c = lr_curves(final)
     assert len(c) == 3 and sorted(c["loss_mean"]) == [2.0, 3.0, 4.0]
+
+
+def test_final_metrics_edges_found_by_mutants():
+    runs = pd.DataFrame({"run_id": ["a", "b"], "status": ["done", "pending"],
+                         "optim.lr": [1e-2, 1e-2], "model.width": [64, NAN]})
+    metrics = pd.DataFrame([("a", 0, "train/loss", 6.0), ("a", 10, "val/loss", 3.0),
+                            ("a", 10, "val/acc", 0.25), ("a", 0, "val/acc", 0.0),
+                            ("a", 10, "tokens", 100.0), ("a", 10, "wall_s", 0.0)],
+                           columns=["run_id", "step", "key", "value"])
+    f = final_metrics(runs, metrics).set_index("run_id")
+    assert list(f.columns[:2]) == ["status", "model.width"]  # a width vs NaN still varies
+    a = f.loc["a"]
+    assert a["init_loss"] == 6.0          # no val/loss at step 0: train/loss at step 0
+    assert a["final_val_acc"] == 0.25 and a["steps_done"] == 10
+    assert math.isnan(a["tokens_per_s"])  # wall time 0: no rate, not inf
+    assert f["diverged"].dtype == bool and f["steps_done"].dtype.kind == "i"
+    # a metrics frame without columns (nothing logged anywhere) still gives one row per run
+    g = final_metrics(runs, pd.DataFrame())
+    assert list(g["run_id"]) == ["a", "b"] and g["final_val_loss"].isna().all()
+    assert (g["steps_done"] == 0).all() and not g["diverged"].any()
