@@ -292,3 +292,30 @@ def test_usable_as_plain_torch_optimizer_with_scheduler_and_state_dict(cls):
         o.step()
     for p, p2 in zip(model.parameters(), model2.parameters()):
         assert torch.equal(p, p2)
+
+
+def test_shell_checks_and_texts_found_by_mutants():
+    """Edges of optim/base.py reached by no other test (surviving mutants, docs/testing.md)."""
+    from proxylab.optim.base import check_hparam
+
+    check_hparam("beta1", 1.0, 0.0, 1.0)                       # closed at hi by default
+    with pytest.raises(ConfigError, match=re.escape("optim.beta1: 1.0 is out of range; "
+                                                    "allowed [0.0, 1.0)")):
+        check_hparam("beta1", 1.0, 0.0, 1.0, hi_open=True)
+    with pytest.raises(ConfigError, match=re.escape("optim.eps: nan is out of range; "
+                                                    "allowed [0.0, inf]")):
+        check_hparam("eps", float("nan"))
+    with pytest.raises(ConfigError, match=re.escape(
+            "param group role: 'rows' is not a role; use one of embedding, hidden, head, norm, "
+            "bias (proxylab.optim.param_groups(model) tags them for you)")):
+        po.AdamW([{"params": [nn.Parameter(torch.zeros(2))], "role": "rows"}])
+    for key, match in (("lr", "optim.lr: -1.0"), ("weight_decay", "optim.weight_decay: -1.0"),
+                       ("eps", "optim.eps: -1.0")):
+        with pytest.raises(ConfigError, match=re.escape(match)):
+            po.AdamW([{"params": [nn.Parameter(torch.zeros(2))], key: -1.0}])
+    # a group that brings its own peak_lr keeps it (a schedule already applied to lr)
+    opt = po.AdamW([{"params": [nn.Parameter(torch.zeros(2))], "lr": 1e-3, "peak_lr": 1e-2}])
+    assert opt.param_groups[0]["peak_lr"] == 1e-2
+    # from_model: the lr given reaches every role-tagged group
+    opt = po.AdamW.from_model(Tiny(), lr=0.25)
+    assert max(g["lr"] for g in opt.param_groups) == 0.25  # (Tiny scales fc.weight by 0.5)
