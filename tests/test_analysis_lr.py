@@ -270,6 +270,10 @@ def test_final_metrics_edges_found_by_mutants():
     assert a["final_val_acc"] == 0.25 and a["steps_done"] == 10
     assert math.isnan(a["tokens_per_s"])  # wall time 0: no rate, not inf
     assert f["diverged"].dtype == bool and f["steps_done"].dtype.kind == "i"
+    assert list(f.reset_index().columns) == [
+        "run_id", "status", "model.width", "optim.lr", "final_val_loss", "best_val_loss",
+        "init_loss", "final_train_loss", "final_val_acc", "steps_done", "tokens_per_s",
+        "max_attn_logit", "diverged"]
     # a metrics frame without columns (nothing logged anywhere) still gives one row per run
     g = final_metrics(runs, pd.DataFrame())
     assert list(g["run_id"]) == ["a", "b"] and g["final_val_loss"].isna().all()

@@ -316,6 +316,8 @@ def test_shell_checks_and_texts_found_by_mutants():
     # a group that brings its own peak_lr keeps it (a schedule already applied to lr)
     opt = po.AdamW([{"params": [nn.Parameter(torch.zeros(2))], "lr": 1e-3, "peak_lr": 1e-2}])
     assert opt.param_groups[0]["peak_lr"] == 1e-2
+    fresh = po.AdamW([nn.Parameter(torch.zeros(2))])
+    assert (fresh.last_stats, fresh.last_tensor_stats, fresh.last_member_stats) == ({}, {}, {})
     # from_model: the lr given reaches every role-tagged group
     opt = po.AdamW.from_model(Tiny(), lr=0.25)
     assert max(g["lr"] for g in opt.param_groups) == 0.25  # (Tiny scales fc.weight by 0.5)
