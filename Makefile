@@ -44,4 +44,4 @@ mutate: $(STAMP)
 	$(BIN)/python tests/mutation_report.py $(foreach n,$(MUTATE_NAMES),"$(n)")
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out .pytest_cache mutants
