@@ -214,24 +214,10 @@ def test_cnn_needs_images():
 # the loop: probes recorded, weight decay switched off
 
 
-class _Rows:
-    def __init__(self):
-        self.rows = []
-
-    def started(self, meta):
-        pass
-
-    def metrics(self, rows):
-        self.rows += rows
-
-    def progress(self, step, total):
-        pass
-
-
 def _run(flat):
-    from proxylab.train.loop import train  # noqa: PLC0415
+    from proxylab.train.loop import MemoryReporter, train  # noqa: PLC0415
 
-    rep = _Rows()
+    rep = MemoryReporter()
     res = train(from_flat(flat), rep)
     return res, rep.rows
 

@@ -33,7 +33,7 @@ import pytest
 import torch
 
 from proxylab.config import load_config
-from proxylab.train.loop import train
+from proxylab.train.loop import MemoryReporter, train
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN_ENV = "PROXYLAB_REGEN_GOLDEN"
@@ -77,24 +77,10 @@ CASES = {
 }
 
 
-class Collect:
-    def __init__(self):
-        self.rows = []
-
-    def started(self, meta):
-        pass
-
-    def metrics(self, rows):
-        self.rows += rows
-
-    def progress(self, step, total):
-        pass
-
-
 def run_case(name, extra_sets=()):
     torch.set_num_threads(1)
     sets, keys = CASES[name]
-    rep = Collect()
+    rep = MemoryReporter()
     res = train(load_config(sets=[*sets, *extra_sets]), rep)
     return res, {f"{k}@{s}": v for s, k, v in rep.rows if k in keys}
 

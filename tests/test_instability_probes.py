@@ -9,7 +9,7 @@ import torch
 from proxylab.config import RunConfig, from_flat
 from proxylab.models import build_model
 from proxylab.models.layers import attention_stats
-from proxylab.train.loop import train
+from proxylab.train.loop import MemoryReporter, train
 
 
 def test_attention_stats_on_hand_built_q_k():
@@ -97,24 +97,12 @@ def test_new_keys_at_default_keep_run_ids():
     assert cfg.replace(**{"train.loss_scale": 1.0}).id == cfg.id
 
 
-class Rows:
-    def __init__(self):
-        self.rows = []
-
-    def started(self, meta): pass
-    def progress(self, step, total): pass
-    def metrics(self, rows): self.rows += rows
-
-    def last(self, key):
-        return [v for s, k, v in self.rows if k == key][-1]
-
-
 def test_loss_scale_scales_gradients_not_reported_losses():
     # Adam with a negligible eps is invariant to the gradient scale (up to rounding): same losses,
     # gradients 1e-3 as large
     runs = {}
     for scale in (1.0, 1e-3):
-        r = Rows()
+        r = MemoryReporter()
         train(small(**{"train.steps": 6, "train.log_every": 3, "train.eval_every": 6,
                        "train.loss_scale": scale, "optim.eps": 1e-30, "train.grad_clip": 0.0,
                        "train.threads": 1}), r)

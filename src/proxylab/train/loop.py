@@ -45,6 +45,20 @@ class NullReporter:
     def progress(self, step: int, total: int) -> None: pass
 
 
+class MemoryReporter(NullReporter):
+    """Keeps every metric row in ``rows`` (tests, notebooks, benchmarks)."""
+
+    def __init__(self):
+        self.rows: Rows = []
+
+    def metrics(self, rows: Rows) -> None:
+        self.rows += rows
+
+    def last(self, key: str) -> float:
+        """The value of ``key`` at the last step that logged it."""
+        return [v for _, k, v in self.rows if k == key][-1]
+
+
 @dataclass
 class RunResult:
     run_id: str
