@@ -135,6 +135,16 @@ class TrainConfig:
     checkpoint_keep: int = _opt(2, lo=1, added=True, doc="checkpoints: how many of the newest to keep")
     checkpoint_keep_every: int = _opt(0, lo=0, added=True,
                                       doc="checkpoints: also keep every step that is a multiple of N; 0 = none")
+    noise_scale_every: int = _opt(0, lo=0, added=True,
+                                  doc="gradient noise scale probe (two-batch B_simple) every N steps, "
+                                      "one extra forward/backward each; 0 = off (e.g. 10)")
+    noise_scale_small: int = _opt(0, lo=0, added=True,
+                                  doc="noise scale: B_small (a sub-batch of the training batch); "
+                                      "0 = train.batch_size // 8")
+    noise_scale_ema: float = _opt(0.9, lo=0.0, hi=0.999, added=True,
+                                  doc="noise scale: decay per probe of the separate EMAs of |G|^2 and tr(Sigma)")
+    ema_decay: float = _opt(0.0, lo=0.0, hi=0.99999, added=True,
+                            doc="exponential weight average (bias-corrected) evaluated as val_ema/*; 0 = off")
 
 
 SECTIONS: dict[str, type] = {

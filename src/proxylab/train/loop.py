@@ -25,6 +25,8 @@ from proxylab.models.bitlinear import bitlinear_probes
 from proxylab.optim import build_optimizer
 from proxylab.tasks import build_task
 from proxylab.train.checkpoint import LOOP_STATE, Checkpointer
+from proxylab.train.ema import WeightAverage
+from proxylab.train.noise_scale import NoiseScaleProbe
 from proxylab.train.schedules import lr_multiplier
 from proxylab.train.tickets import Ticket
 
@@ -185,6 +187,12 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     ckpt = Checkpointer(cfg, task.fingerprint, rep)      # train.checkpoint_every (0: a no-op)
     rep = ckpt.reporter                                  # keeps the rows a checkpoint carries
     resumed = ckpt.restore(model, opt, gen, device)      # newest checkpoint of this run, or None
+    noise = NoiseScaleProbe.from_config(cfg)             # train.noise_scale_every (None: off)
+    ema = WeightAverage.from_config(cfg, model)          # train.ema_decay (None: off)
+
+    def ema_eval(ev: dict) -> dict:                      # val_ema/* beside val/*
+        return ev | (ema.metrics(lambda m: evaluate(m, val, has_accuracy=task.has_accuracy,
+                                                    autocast=autocast)) if ema else {})
 
     # What only the worker knows; the store adds versions, git commit and platform
     # (proxylab.store.meta) when it records the start.
@@ -202,7 +210,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
     train_time = 0.0          # seconds spent in training steps (excludes evaluation)
     tokens = 0
     if resumed is None:
-        ev = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast, extra=extra)
+        ev = ema_eval(evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast, extra=extra))
         init_loss = ev["val/loss"]
         rep.metrics([(0, k, v) for k, v in ev.items()] + [(0, "tokens", 0.0), (0, "wall_s", 0.0)])
         last_eval = ev
@@ -232,6 +240,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         opt.zero_grad(set_to_none=True)
         # train.loss_scale: gradients (and so Adam's view of them) scaled, numbers reported unscaled
         (loss * tc.loss_scale if tc.loss_scale != 1.0 else loss).backward()
+        if noise is not None and noise.due(step):   # |G_big|^2 from p.grad (unclipped) + one small pass
+            rep.metrics(noise.measure(step, model, params, x, y, lambda lg, t: lm_loss(lg, t, tc.z_loss, tc.loss)[0],
+                                      autocast=autocast, grad_scale=tc.loss_scale))
         if tc.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
         else:
@@ -241,6 +252,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         opt.step()
         if ticket:
             ticket.apply(model)
+        if ema is not None:
+            ema.update()
         ce_val = float(ce.detach())
         train_time += time.perf_counter() - t0
         tokens += int((y != -100).sum()) if task.has_accuracy else x.numel()
@@ -276,8 +289,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             status, diverged_at = "diverged", step
             break
         if step % tc.eval_every == 0 or step == tc.steps:
-            last_eval = evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast,
-                                 extra=extra)
+            last_eval = ema_eval(evaluate(model, val, has_accuracy=task.has_accuracy, autocast=autocast,
+                                          extra=extra))
             if not math.isfinite(last_eval["val/loss"]) or last_eval["val/loss"] > tc.diverge_factor * init_loss:
                 status, diverged_at = "diverged", step
             best_val = min(best_val, last_eval["val/loss"]) if math.isfinite(last_eval["val/loss"]) else best_val
