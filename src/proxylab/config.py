@@ -85,6 +85,9 @@ class ModelConfig:
 class OptimConfig:
     name: str = _opt("adamw", doc="optimizer (see `proxylab.optim.available()`)")
     lr: float = _opt(3e-3, lo=0.0, doc="peak learning rate")
+    scale_inv: bool = _opt(False, added=True,
+                           doc="hidden matrices use each neuron's weight row normalised to unit norm "
+                               "(W_i/|W_i|): scale-invariant weights (van Laarhoven 2017; Kosson et al. 2024)")
     weight_decay: float = _opt(0.0, lo=0.0, doc="decay coefficient; meaning set by wd_mode")
     wd_mode: str = _opt("decoupled", choices=("decoupled", "independent", "l2", "none"),
                         doc="decoupled = torch (lr*wd), independent = schedule*wd, l2, none")
@@ -151,6 +154,12 @@ SECTIONS: dict[str, type] = {
     "task": TaskConfig,
     "model": ModelConfig,
     "optim": OptimConfig,
+    wd_probes: bool = _opt(False, added=True,
+                           doc="weight-decay probes on probe steps: weight/row norms, angular update, "
+                               "effective LR of scale-invariant weights, logit scale (wd/*)")
+    freq_buckets: int = _opt(0, lo=0, added=True,
+                             doc="validation loss per token-frequency bucket (text tasks; quantiles of "
+                                 "the training tokens' mass) at every evaluation, val_bucket/*; 0 = off")
     "schedule": ScheduleConfig,
     "train": TrainConfig,
 }

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from proxylab.models import param
 from proxylab.models.bitlinear import quantize_model
+from proxylab.models.scale_inv import make_scale_invariant
 from proxylab.models.layers import MLP, CausalSelfAttention, Norm
 
 
@@ -42,6 +43,7 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(seq_len, cfg.width) if cfg.pos == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg, seq_len) for _ in range(cfg.depth))
         quantize_model(cfg, self.blocks)  # model.quant: BitLinear in the blocks' matrices only
+        make_scale_invariant(cfg, self.blocks)  # model.scale_inv: unit-norm weight rows
         self.norm_f = Norm(cfg.width, cfg.norm, cfg.bias)
         self.head = nn.Linear(cfg.width, vocab_size, bias=cfg.bias)  # untied from tok_emb
         param.init_weights(self, cfg)

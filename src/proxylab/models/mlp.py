@@ -20,6 +20,7 @@ from torch import Tensor
 
 from proxylab.models import param
 from proxylab.models.bitlinear import quantize_model
+from proxylab.models.scale_inv import make_scale_invariant
 
 
 class MLPModel(nn.Module):
@@ -32,6 +33,7 @@ class MLPModel(nn.Module):
         dims = [n_in] + [cfg.width] * cfg.depth  # first layer sees all tokens (or pixels)
         self.layers = nn.ModuleList(nn.Linear(i, o, bias=cfg.bias) for i, o in zip(dims, dims[1:]))
         quantize_model(cfg, self.layers)  # model.quant: BitLinear hidden layers, fp head
+        make_scale_invariant(cfg, self.layers)  # model.scale_inv: unit-norm weight rows
         self.head = nn.Linear(cfg.width, vocab_size, bias=cfg.bias)
         param.init_weights(self, cfg, embedding_std=1.0 * cfg.init_scale)
 

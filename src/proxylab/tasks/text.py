@@ -84,6 +84,15 @@ class TextTask(Task):
             self._val_cache[key] = self._val.spread_batches(batch_size, n)
         return list(self._val_cache[key])
 
+    def token_counts(self) -> np.ndarray:
+        """How often each token id occurs in the train split (int64, length vocab_size);
+        read in chunks, so token files larger than RAM work too."""
+        counts = np.zeros(self.vocab_size, dtype=np.int64)
+        for seg in self._train.segments:
+            for i in range(0, len(seg), 1 << 24):
+                counts += np.bincount(np.asarray(seg[i:i + (1 << 24)]), minlength=self.vocab_size)[:self.vocab_size]
+        return counts
+
 
 # ----------------------------------------------------------------------------------
 # documents and splits

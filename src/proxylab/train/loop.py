@@ -29,6 +29,7 @@ from proxylab.train.ema import WeightAverage
 from proxylab.train.noise_scale import NoiseScaleProbe
 from proxylab.train.schedules import lr_multiplier
 from proxylab.train.tickets import Ticket
+from proxylab.train.wd_probes import WDProbes
 
 Rows = list[tuple[int, str, float]]
 
@@ -170,6 +171,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
                         input_shape=getattr(task, "input_shape", None)).to(device)  # images
     opt = build_optimizer(model, cfg.optim)
     ticket = Ticket.from_config(cfg, model)      # train.ticket_from: a fixed sparse mask, or None
+    wdp = WDProbes.from_config(cfg, model, task)  # train.wd_probes / train.freq_buckets (None: off)
     if ticket:
         ticket.apply(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -249,6 +251,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             grad_norm = global_norm(p.grad for p in params) if probe else float("nan")
         if probe and hasattr(opt, "probe_next_step"):
             opt.probe_next_step()
+        if probe and wdp:
+            wdp.before_step()                   # keeps θ_{t-1} for the one-step angle
         opt.step()
         if ticket:
             ticket.apply(model)
@@ -280,6 +284,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             rows += [(step, f"opt/{k}/{name}", float(v))           # per tensor, e.g.
                      for name, stats in getattr(opt, "last_tensor_stats", {}).items()  # opt/update_rms/head.weight
                      for k, v in stats.items()]
+            if wdp:   # wd/*: weight and row norms, angular updates, effective LR, logit scale
+                rows += wdp.rows(step, logits, opt)
             if cfg.model.quant != "none":  # quant/<stat>/<layer>: ternary shares, flips, ...
                 rows += [(step, k, v) for k, v in bitlinear_probes(model).items()]
             interval_losses = []
@@ -295,6 +301,8 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
                 status, diverged_at = "diverged", step
             best_val = min(best_val, last_eval["val/loss"]) if math.isfinite(last_eval["val/loss"]) else best_val
             rows += [(step, k, v) for k, v in last_eval.items()]
+            if wdp:   # val_bucket/*: validation loss per token-frequency bucket
+                rows += wdp.eval_rows(step, model, val, autocast)
         if rows:
             rep.metrics(rows)
         rep.progress(step, tc.steps)
