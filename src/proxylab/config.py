@@ -44,7 +44,8 @@ def _opt(default, *, choices=None, lo=None, hi=None, lo_open=False, doc="", adde
 
 @dataclass(frozen=True, kw_only=True)
 class TaskConfig:
-    name: str = _opt("text", choices=("text", "modular", "digits"), doc="data / task family")
+    name: str = _opt("text", choices=("text", "modular", "digits", "sparse_parity", "s5"),
+                     doc="data / task family")
     seq_len: int = _opt(128, lo=1, doc="tokens per sequence (text)")
     path: str = _opt("", doc="'' = built-in corpus; a text file/folder or a .bin token file/folder "
                              "(stored as an absolute path), or hf:NAME (a datasets dataset)")
@@ -56,6 +57,11 @@ class TaskConfig:
     full_batch: bool = _opt(False, doc="modular: every step uses the whole training set")
     corrupt_frac: float = _opt(0.0, lo=0.0, hi=1.0, added=True,
                                doc="modular: share of training labels replaced by random ones (xi)")
+    parity_n: int = _opt(40, lo=1, hi=1024, added=True, doc="sparse_parity: input bits n")
+    parity_k: int = _opt(3, lo=1, added=True, doc="sparse_parity: relevant bits k (<= parity_n)")
+    parity_samples: int = _opt(2000, lo=2, hi=1 << 22, added=True,
+                               doc="sparse_parity: distinct inputs drawn (all 2^n when fewer), "
+                                   "split by train_frac")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,15 +85,15 @@ class ModelConfig:
                       doc="bitnet158 = BitLinear (ternary weights, 8-bit activations) in the hidden matrices")
     quant_scale: str = _opt("absmean", choices=("absmean", "absmedian"), added=True,
                             doc="bitnet158: weight scale gamma = mean|W| (BitNet) or median|W| (Reloaded)")
+    scale_inv: bool = _opt(False, added=True,
+                           doc="hidden matrices use each neuron's weight row normalised to unit norm "
+                               "(W_i/|W_i|): scale-invariant weights (van Laarhoven 2017; Kosson et al. 2024)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     name: str = _opt("adamw", doc="optimizer (see `proxylab.optim.available()`)")
     lr: float = _opt(3e-3, lo=0.0, doc="peak learning rate")
-    scale_inv: bool = _opt(False, added=True,
-                           doc="hidden matrices use each neuron's weight row normalised to unit norm "
-                               "(W_i/|W_i|): scale-invariant weights (van Laarhoven 2017; Kosson et al. 2024)")
     weight_decay: float = _opt(0.0, lo=0.0, doc="decay coefficient; meaning set by wd_mode")
     wd_mode: str = _opt("decoupled", choices=("decoupled", "independent", "l2", "none"),
                         doc="decoupled = torch (lr*wd), independent = schedule*wd, l2, none")
@@ -148,18 +154,18 @@ class TrainConfig:
                                   doc="noise scale: decay per probe of the separate EMAs of |G|^2 and tr(Sigma)")
     ema_decay: float = _opt(0.0, lo=0.0, hi=0.99999, added=True,
                             doc="exponential weight average (bias-corrected) evaluated as val_ema/*; 0 = off")
-
-
-SECTIONS: dict[str, type] = {
-    "task": TaskConfig,
-    "model": ModelConfig,
-    "optim": OptimConfig,
     wd_probes: bool = _opt(False, added=True,
                            doc="weight-decay probes on probe steps: weight/row norms, angular update, "
                                "effective LR of scale-invariant weights, logit scale (wd/*)")
     freq_buckets: int = _opt(0, lo=0, added=True,
                              doc="validation loss per token-frequency bucket (text tasks; quantiles of "
                                  "the training tokens' mass) at every evaluation, val_bucket/*; 0 = off")
+
+
+SECTIONS: dict[str, type] = {
+    "task": TaskConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
     "schedule": ScheduleConfig,
     "train": TrainConfig,
 }
@@ -277,6 +283,12 @@ def _check_cross_field(cfg: RunConfig) -> None:
         raise ConfigError("model.pos: rope needs an even head dimension (model.width / model.heads)")
     if t.name == "modular" and t.op == "/" and not _is_prime(t.p):
         raise ConfigError(f"task.p: division needs a prime modulus, got {t.p}")
+    if t.name == "sparse_parity" and t.parity_k > t.parity_n:
+        raise ConfigError(f"task.parity_k: {t.parity_k} relevant bits is not allowed with "
+                          f"task.parity_n = {t.parity_n}; choose 1 <= parity_k <= parity_n")
+    if t.name == "sparse_parity" and m.name == "quad_mlp":
+        raise ConfigError("model.name: 'quad_mlp' reads two operands (positions 0 and 2) and "
+                          "cannot learn sparse_parity; choose 'mlp', 'gpt' or 'answer_tf'")
     if cfg.schedule.warmup >= 1 and cfg.schedule.warmup != int(cfg.schedule.warmup):
         raise ConfigError("schedule.warmup: a value >= 1 is a step count and must be whole")
     # optimizer names and their extra hyperparameters are checked by proxylab.optim, lazily

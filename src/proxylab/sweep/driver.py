@@ -99,7 +99,7 @@ def preflight(configs: list[RunConfig], *, ray_gpus: float | None = None) -> dic
     or with ``ray_gpus`` (``--gpus-per-run`` of ``--backend ray``, whose runs train on the
     cluster's GPU nodes) that each run holds a GPU share.
     Returns each run's data fingerprint by run id."""
-    from proxylab.tasks import build_task  # noqa: PLC0415
+    from proxylab.tasks import SEEDED_TASKS, build_task  # noqa: PLC0415
 
     lease_seconds()                                   # a bad PROXYLAB_LEASE_S: exit 2 here
     if ray_gpus is not None:
@@ -115,7 +115,7 @@ def preflight(configs: list[RunConfig], *, ray_gpus: float | None = None) -> dic
     by_task: dict = {}
     out = {}
     for cfg in configs:
-        key = (cfg.task, cfg.train.seed if cfg.task.name == "modular" else 0)
+        key = (cfg.task, cfg.train.seed if cfg.task.name in SEEDED_TASKS else 0)
         if key not in by_task:
             by_task[key] = build_task(cfg.task, seed=cfg.train.seed).fingerprint
         out[cfg.id] = by_task[key]
