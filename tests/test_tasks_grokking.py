@@ -275,3 +275,15 @@ def test_example_sweep_file_expands_and_builds(capsys, tmp_path):
     configs = load_sweep(path).expand()
     assert sorted(c.task.name for c in configs) == ["s5", "s5", "sparse_parity", "sparse_parity"]
     assert len(set(preflight(configs).values())) == 2       # one data set per task (seed 0)
+
+
+def test_readme_sweep_block_is_the_example_file():
+    import re
+    import tomllib
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("### More grokking tasks")
+    (block,) = re.findall(r"^```toml\n(.*?)^```$", readme[start:readme.index("\n## ", start)],
+                          flags=re.S | re.M)
+    example = (ROOT / "examples" / "grokking_tasks.toml").read_text()
+    assert tomllib.loads(block) == tomllib.loads(example)
