@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from proxylab.analysis.batch_size import (b_simple_at_loss, b_star_from_law, best_over_lr,
+from proxylab.analysis.batch_size import (b_simple_at_loss, b_star_from_law, best_curve, best_over_lr,
                                           critical_batch_20pct, fit_steps_law, log_ratio,
                                           lr_trend, parabola_argmin, run_targets, steps_law,
-                                          steps_to_target, tradeoff_curve, value_at)
+                                          steps_to_target, targets_at_budgets, tradeoff_curve,
+                                          value_at)
 
 
 def test_steps_to_target_interpolates_and_never_extrapolates():
@@ -141,3 +142,26 @@ def test_b_simple_at_loss_and_log_ratio():
     assert b_simple_at_loss([10, 20], [10.0, 30.0], [0, 10, 20], [4, 3, 2], 2.5) == pytest.approx(20.0)
     assert math.isnan(b_simple_at_loss([10, 20], [10.0, 30.0], [0, 10, 20], [4, 3, 2], 1.0))
     assert log_ratio(100, 10) == pytest.approx(1.0) and math.isnan(log_ratio(-1, 10))
+
+
+def test_best_curve_is_the_pointwise_minimum():
+    m = pd.DataFrame({"run_id": ["a"] * 4 + ["b"], "step": [0, 0, 10, 10, 0],
+                      "key": ["val/loss", "val_ema/loss"] * 2 + ["val/loss"],
+                      "value": [4.0, 4.0, 3.0, 2.5, 5.0]})
+    out = best_curve(m).set_index(["run_id", "step"])["value"]
+    assert out[("a", 0)] == 4.0 and out[("a", 10)] == 2.5 and out[("b", 0)] == 5.0
+    assert set(best_curve(m)["key"]) == {"val_best/loss"}
+
+
+def test_targets_at_budgets_use_the_smallest_batch_best_lr_seed_mean():
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0", "c0"], "train.batch_size": [4, 4, 4, 16],
+                         "optim.lr": [1e-3, 1e-3, 1e-2, 1e-3]})
+    rows = []
+    # lr 1e-3, two seeds: loss 4 -> 2 and 4 -> 3 over 100 steps (400 examples); lr 1e-2 worse
+    for rid, end in (("a0", 2.0), ("a1", 3.0), ("b0", 3.9), ("c0", 0.0)):
+        rows += [(rid, 0, "val_best/loss", 4.0), (rid, 100, "val_best/loss", end)]
+    m = pd.DataFrame(rows, columns=["run_id", "step", "key", "value"])
+    t = targets_at_budgets(runs, m, {"D1": 200.0, "D2": 400.0, "beyond": 800.0})
+    # at 200 examples (step 50): seeds at 3.0 and 3.5 -> 3.25; lr 1e-2 at 3.95
+    assert t["D1"] == pytest.approx(3.25) and t["D2"] == pytest.approx(2.5)
+    assert math.isnan(t["beyond"])                # never extrapolated; B = 16 is not the reference

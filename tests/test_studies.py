@@ -108,3 +108,23 @@ def test_grokking_smoke_study(tmp_path):
     assert (out / "proxylab.db-checkpoints").is_dir()
     for png in ("grokking_curves.png", "progress_measures.png", "corruption.png", "delay_law.png"):
         assert (out / png).stat().st_size > 0, png
+
+
+@pytest.mark.slow
+def test_batch_size_smoke_study(tmp_path):
+    out = tmp_path / "study"
+    # one worker: the smoke runs are tiny and a process pool would cost more than they do
+    assert main(["study", "batch-size", "--smoke", "--out", str(out), "--workers", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_summary(summary, "batch-size", 5)
+    assert summary["sweeps"] == ["batch-size-text-w16-smoke", "batch-size-digits-w32-smoke"]
+    for v in summary["verdicts"]:
+        for name, part in v["evidence"]["parts"].items():
+            # two seeds: every measured part has its bootstrap over both; the width parts
+            # say the smoke form runs one width instead of guessing
+            assert part["n"] == (0 if name.endswith("_width") else 2), (name, part)
+    scaling = summary["verdicts"][0]["evidence"]["parts"]["text_fit"]
+    assert scaling["batch"] == [4, 16, 32] and len(scaling["steps_best_over_lr"]) == 3
+    from proxylab.studies.batch_size_figures import QUESTIONS
+    for png in QUESTIONS:
+        assert (out / png).stat().st_size > 0, png

@@ -87,6 +87,42 @@ def run_targets(runs: pd.DataFrame, metrics: pd.DataFrame, targets: dict[str, fl
     return pd.DataFrame(rows)
 
 
+def best_curve(metrics: pd.DataFrame, keys: Sequence[str] = ("val/loss", "val_ema/loss"),
+               name: str = "val_best/loss") -> pd.DataFrame:
+    """Long-form rows (``run_id, step, key, value``) of the pointwise minimum over ``keys``
+    at each (run, step) that logs any of them: the raw and the weight-averaged evaluation
+    of the same weights, i.e. the averaging constant tuned over {0, tau} per evaluation."""
+    m = metrics[metrics["key"].isin(list(keys))]
+    if not len(m):
+        return pd.DataFrame(columns=["run_id", "step", "key", "value"])
+    out = m.groupby(["run_id", "step"], as_index=False)["value"].min()
+    out["key"] = name
+    return out[["run_id", "step", "key", "value"]]
+
+
+def targets_at_budgets(runs: pd.DataFrame, metrics: pd.DataFrame, budgets: dict[str, float], *,
+                       key: str = "val_best/loss", batch_key: str = "train.batch_size",
+                       lr_key: str = "optim.lr") -> dict[str, float]:
+    """Target losses for data budgets (Zhang et al.: the loss at 1x and 4x a token budget):
+    for each budget D (examples), the loss the SMALLEST batch size reaches after D examples
+    (its curve interpolated at steps x B = D), averaged over seeds per LR, best over LR.
+    NaN when no LR's runs all cover D."""
+    b0 = runs[batch_key].min()
+    ref = runs[runs[batch_key] == b0]
+    curves = dict(tuple(metrics[metrics["key"] == key].groupby("run_id"))) if len(metrics) else {}
+    out = {}
+    for name, d in budgets.items():
+        per_lr: dict[float, list[float]] = {}
+        for _, run in ref.iterrows():
+            c = curves.get(run["run_id"])
+            v = (value_at(c["step"].to_numpy(dtype=float) * float(b0), c["value"].to_numpy(dtype=float), d)
+                 if c is not None else math.nan)
+            per_lr.setdefault(float(run[lr_key]), []).append(v)
+        means = [float(np.mean(v)) for v in per_lr.values() if np.isfinite(v).all()]
+        out[name] = min(means) if means else math.nan
+    return out
+
+
 # ----------------------------------------------------------------------------------
 # best over LR, optimal LR
 

@@ -17,7 +17,8 @@ from proxylab.config import ConfigError
 
 STUDIES = {"lr-width": "proxylab.studies.lr_width",
            "instability": "proxylab.studies.instability", "bitnet": "proxylab.studies.bitnet",
-           "grokking": "proxylab.studies.grokking"}
+           "grokking": "proxylab.studies.grokking",
+           "batch-size": "proxylab.studies.batch_size"}
 SIZES = ("smoke", "quick", "full")
 
 
