@@ -14,7 +14,7 @@ import proxylab as pl
 from proxylab.config import ConfigError, load_config
 from proxylab.store import Store
 from proxylab.train.checkpoint import Checkpointer, checkpoint_root, list_steps, run_dir
-from proxylab.train.loop import train
+from proxylab.train.loop import MemoryReporter, train
 
 SMALL = ["task.name=modular", "task.p=23", "task.train_frac=0.5", "task.full_batch=true",
          "model.name=mlp", "model.width=32", "model.depth=1", "optim.lr=3e-3",
@@ -28,15 +28,15 @@ def _rows(rows):
     return {(s, k): v for s, k, v in rows if k not in TIMING}
 
 
-class Collect:
+class Collect(MemoryReporter):
+    """Rows (MemoryReporter), the run's meta, and an optional interruption after a step."""
+
     def __init__(self, stop_at=None):
-        self.rows, self.meta, self.stop_at = [], None, stop_at
+        super().__init__()
+        self.meta, self.stop_at = None, stop_at
 
     def started(self, meta):
         self.meta = meta
-
-    def metrics(self, rows):
-        self.rows += rows
 
     def progress(self, step, total):
         if self.stop_at is not None and step == self.stop_at:

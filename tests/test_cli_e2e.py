@@ -117,18 +117,12 @@ def test_sweep_survives_sigkill_and_resumes(tmp_path, db_path):
     # the interrupted runs were redone from scratch: their stored curves equal a fresh,
     # uninterrupted run of the same config (same seed, one thread, as in a pool worker)
     from proxylab.config import from_dict
-    from proxylab.train.loop import train
-
-    class Rows:
-        rows: list = []
-        def started(self, meta): pass
-        def metrics(self, rows): self.rows = self.rows + rows
-        def progress(self, step, total): pass
+    from proxylab.train.loop import MemoryReporter, train
 
     interrupted = [rid for rid, v in before.items() if v[0] == "running"]
     for rid in interrupted[:1]:
         (cfg_json,) = _db_rows(db_path, f"select config_json from runs where run_id='{rid}'")[0]
-        fresh = Rows()
+        fresh = MemoryReporter()
         train(from_dict(json.loads(cfg_json)), fresh)
         want = {(s, k): v for s, k, v in fresh.rows if k in ("val/loss", "train/loss")}
         got = {(s, k): v for s, k, v in _db_rows(

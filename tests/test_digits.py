@@ -120,19 +120,13 @@ def test_npz_layouts(tmp_path):
 
 
 def test_digits_run_reports_accuracy():
-    from proxylab.train.loop import train  # noqa: PLC0415
+    from proxylab.train.loop import MemoryReporter, train  # noqa: PLC0415
 
-    rows = []
-
-    class R:
-        def started(self, meta): pass
-        def metrics(self, r): rows.extend(r)
-        def progress(self, s, n): pass
-
+    rep = MemoryReporter()
     res = train(from_flat({"task.name": "digits", "model.name": "cnn", "model.width": 8,
                            "train.steps": 60, "train.batch_size": 32, "optim.lr": 1e-2,
-                           "train.threads": 1, "train.eval_every": 60}), R())
-    acc0 = [v for s, k, v in rows if k == "val/acc" and s == 0][0]
+                           "train.threads": 1, "train.eval_every": 60}), rep)
+    acc0 = [v for s, k, v in rep.rows if k == "val/acc" and s == 0][0]
     assert res.status == "done" and 0.0 <= acc0 <= 0.3          # chance is 0.1
     assert res.summary["final_val_acc"] > 0.6                    # 60 steps learn a lot
     # accuracy counts every validation image once: a multiple of 1/899

@@ -79,24 +79,18 @@ def test_corruption_changes_exactly_xi_of_the_training_labels():
 
 
 def test_corrupted_runs_record_clean_and_corrupted_accuracy():
-    from proxylab.train.loop import train
+    from proxylab.train.loop import MemoryReporter, train
 
-    rows = []
-
-    class Rep:
-        def started(self, meta): pass
-        def metrics(self, r): rows.extend(r)
-        def progress(self, s, t): pass
-
+    rep = MemoryReporter()
     cfg = load_config(sets=["task.name=modular", "task.p=23", "task.corrupt_frac=0.25",
                             "task.full_batch=true", "model.name=mlp", "model.width=32",
                             "model.depth=1", "train.steps=20", "train.eval_every=10",
                             "train.diverge_factor=1e6"])
-    train(cfg, Rep())
-    keys = {k for _, k, _ in rows}
+    train(cfg, rep)
+    keys = {k for _, k, _ in rep.rows}
     for k in ("train_clean/acc", "train_corrupt/acc", "train_corrupt_true/acc", "train_corrupt/loss"):
         assert k in keys
-    assert {s for s, k, _ in rows if k == "train_corrupt/acc"} == {0, 10, 20}
+    assert {s for s, k, _ in rep.rows if k == "train_corrupt/acc"} == {0, 10, 20}
 
 
 # ----------------------------------------------------------------------------------
@@ -286,22 +280,17 @@ def test_magnitude_masks_prune_the_smallest_globally():
 
 def test_a_ticket_run_keeps_its_mask(tmp_path, monkeypatch):
     from proxylab.train.checkpoint import load_checkpoint
-    from proxylab.train.loop import train
-
-    class Rep:
-        def started(self, meta): pass
-        def metrics(self, rows): pass
-        def progress(self, s, t): pass
+    from proxylab.train.loop import NullReporter, train
 
     monkeypatch.setenv("PROXYLAB_CHECKPOINT_DIR", str(tmp_path / "ck"))
     sets = ["task.name=modular", "task.p=23", "task.full_batch=true", "model.name=answer_tf",
             "model.width=32", "train.steps=20", "train.diverge_factor=1e6", "train.checkpoint_every=10"]
     dense = load_config(sets=sets)
     with pytest.raises(ConfigError, match="no checkpoints"):
-        train(load_config(sets=sets + [f"train.ticket_from={dense.id}"]), Rep())
-    train(dense, Rep())
+        train(load_config(sets=sets + [f"train.ticket_from={dense.id}"]), NullReporter())
+    train(dense, NullReporter())
     ticket = load_config(sets=sets + [f"train.ticket_from={dense.id}", "train.ticket_sparsity=0.5"])
-    train(ticket, Rep())
+    train(ticket, NullReporter())
     final = load_checkpoint(ticket.id, 20, db=None).model_state
     n_zero = sum(int((v == 0).sum()) for k, v in final.items() if v.ndim >= 2)
     n_all = sum(v.numel() for k, v in final.items() if v.ndim >= 2)

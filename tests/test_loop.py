@@ -5,25 +5,20 @@ import math
 import pytest
 
 from proxylab.config import ScheduleConfig, load_config
-from proxylab.train.loop import accuracy, lm_loss, train
+from proxylab.train.loop import MemoryReporter, accuracy, lm_loss, train
 from proxylab.train.schedules import lr_multiplier
 
 TINY = ["model.width=32", "model.depth=1", "model.heads=2", "task.seq_len=32",
         "train.batch_size=4", "train.eval_batches=2"]
 
 
-class Collect:
-    def __init__(self):
-        self.rows, self.meta = [], None
+class Collect(MemoryReporter):
+    """Rows (MemoryReporter) and the run's meta."""
+
+    meta = None
 
     def started(self, meta):
         self.meta = meta
-
-    def metrics(self, rows):
-        self.rows += rows
-
-    def progress(self, step, total):
-        pass
 
 
 def test_divergence_is_recorded_not_raised():
