@@ -7,6 +7,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from proxylab.config import ConfigError, SECTIONS, load_config
@@ -299,6 +300,13 @@ def _study_names() -> list[str]:
     return sorted(STUDIES)
 
 
+class _WholeWordHelp(argparse.HelpFormatter):
+    """Help text wrapped at spaces only, so study names like lr-width stay whole."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+
 def _with_backend(sp) -> None:
     sp.add_argument("--backend", choices=("local", "ray"), default="local",
                     help="local: processes on this machine (--workers); ray: one Ray task per run")
@@ -370,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--sweep")
     sp.set_defaults(func=cmd_export)
 
-    sp = with_db(sub.add_parser("study", help="a built-in study end to end"),
+    sp = with_db(sub.add_parser("study", help="a built-in study end to end",
+                                formatter_class=_WholeWordHelp),
                  default="OUT/proxylab.db")
     sp.add_argument("name", metavar="NAME", help=f"one of: {', '.join(_study_names())}")
     size = sp.add_mutually_exclusive_group()
