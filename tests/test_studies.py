@@ -128,3 +128,22 @@ def test_batch_size_smoke_study(tmp_path):
     from proxylab.studies.batch_size_figures import QUESTIONS
     for png in QUESTIONS:
         assert (out / png).stat().st_size > 0, png
+
+
+@pytest.mark.slow
+def test_weight_decay_smoke_study(tmp_path):
+    out = tmp_path / "study"
+    # one worker: the smoke runs are tiny and a process pool would cost more than they do
+    assert main(["study", "weight-decay", "--smoke", "--out", str(out), "--workers", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_summary(summary, "weight-decay", 5)
+    assert summary["sweeps"] == [f"weight-decay-{k}-smoke" for k in ("grid", "lm", "eq", "lawn")]
+    assert [v["claim"].split("]")[0] + "]" for v in summary["verdicts"]] == [
+        "[1]", "[2]", "[3]", "[4]", "[5]"]
+    for v in summary["verdicts"]:               # two seeds: every part went through its bootstrap
+        for part in v["evidence"].get("parts", {"": v["evidence"]}).values():
+            assert part["n"] == 2 and part["estimate"] is not None, (v["claim"], part)
+    for png in ("heatmaps", "equilibrium", "lm_curves", "buckets", "lawn_logits"):
+        assert (out / f"weight_decay_{png}.png").stat().st_size > 0, png
+    assert set(summary["figures"]) == {f"weight_decay_{p}.png" for p in (
+        "heatmaps", "equilibrium", "lm_curves", "buckets", "lawn_logits")}

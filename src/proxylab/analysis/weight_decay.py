@@ -104,6 +104,35 @@ def tail_ratio(steps: Sequence[float], measured: Sequence[float], predicted: flo
 # LR × λ grid
 
 
+def optimal_wd_grid(lams: Sequence[float], loss) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Numpy core of :func:`optimal_wd`: ``loss[i, j]`` at LR i and λ = ``lams[j]`` (λ > 0,
+    ascending; nan = diverged) -> (λ*, loss at λ*, at-the-grid-edge) per LR (λ* nan where
+    a whole row is nan)."""
+    x = np.log(np.asarray(lams, dtype=float))
+    loss = np.atleast_2d(np.asarray(loss, dtype=float))
+    n = loss.shape[0]
+    wd_opt, loss_opt, edge = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    for r in range(n):
+        y = np.where(np.isfinite(loss[r]), loss[r], np.inf)
+        if not np.isfinite(y).any():
+            continue
+        i = int(np.argmin(y))
+        edge[r] = i == 0 or i == len(x) - 1
+        xo, yo = x[i], y[i]
+        if not edge[r] and np.isfinite(y[i - 1:i + 2]).all():
+            x0, x1, x2 = x[i - 1:i + 2]
+            y0, y1, y2 = y[i - 1:i + 2]
+            # the parabola through the three points (Lagrange form, no lstsq)
+            d = (x0 - x1) * (x0 - x2) * (x1 - x2)
+            a = (x2 * (y1 - y0) + x1 * (y0 - y2) + x0 * (y2 - y1)) / d
+            b = (x2**2 * (y0 - y1) + x1**2 * (y2 - y0) + x0**2 * (y1 - y2)) / d
+            if a > 0:
+                xo = float(np.clip(-b / (2 * a), x0, x2))
+                yo = float(y1 + a * (xo - x1) * (xo - x1) + (2 * a * x1 + b) * (xo - x1))
+        wd_opt[r], loss_opt[r] = math.exp(xo), yo
+    return wd_opt, loss_opt, edge
+
+
 def optimal_wd(df: pd.DataFrame, *, lr: str = "optim.lr", wd: str = "optim.weight_decay",
                loss: str = "loss") -> pd.DataFrame:
     """Per LR: the loss-optimal λ over the grid (λ > 0 only; the loss averaged over any
@@ -114,26 +143,13 @@ def optimal_wd(df: pd.DataFrame, *, lr: str = "optim.lr", wd: str = "optim.weigh
     log λ), kept within those neighbours; at a grid end it is the end point and ``edge``
     is True (the true optimum may lie beyond the grid).
     """
-    d = df[df[wd] > 0].groupby([lr, wd], as_index=False)[loss].mean()
-    rows = []
-    for eta, sub in d.groupby(lr):
-        sub = sub.sort_values(wd)
-        x = np.log(sub[wd].to_numpy(float))
-        y = sub[loss].to_numpy(float)
-        if not np.isfinite(y).any():
-            continue
-        y = np.where(np.isfinite(y), y, np.inf)
-        i = int(np.argmin(y))
-        edge = i == 0 or i == len(x) - 1
-        xo, yo = x[i], y[i]
-        if not edge and np.isfinite(y[i - 1:i + 2]).all():
-            a, b, c = np.polyfit(x[i - 1:i + 2], y[i - 1:i + 2], 2)
-            if a > 0:
-                xo = float(np.clip(-b / (2 * a), x[i - 1], x[i + 1]))
-                yo = float(np.polyval([a, b, c], xo))
-        rows.append({"lr": float(eta), "wd_opt": float(np.exp(xo)), "loss_opt": float(yo),
-                     "edge": bool(edge)})
-    return pd.DataFrame(rows, columns=["lr", "wd_opt", "loss_opt", "edge"])
+    cols = ["lr", "wd_opt", "loss_opt", "edge"]
+    d = df[df[wd] > 0].groupby([lr, wd])[loss].mean().unstack(wd).sort_index(axis=1)
+    if not len(d):
+        return pd.DataFrame(columns=cols)
+    w, l, e = optimal_wd_grid(d.columns.to_numpy(float), d.to_numpy(float))
+    out = pd.DataFrame({"lr": d.index.to_numpy(float), "wd_opt": w, "loss_opt": l, "edge": e})
+    return out[np.isfinite(out["wd_opt"])].reset_index(drop=True)
 
 
 def log_slope(x: Sequence[float], y: Sequence[float]) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from proxylab.config import ConfigError
 
-STUDIES = {"lr-width": "proxylab.studies.lr_width",
+STUDIES = {"lr-width": "proxylab.studies.lr_width", "weight-decay": "proxylab.studies.weight_decay",
            "instability": "proxylab.studies.instability", "bitnet": "proxylab.studies.bitnet",
            "grokking": "proxylab.studies.grokking",
            "batch-size": "proxylab.studies.batch_size"}
