@@ -121,3 +121,22 @@ def test_flop_counts_hand_computed():
     assert shampoo_flops((64, 64), 100) < shampoo_flops((64, 64), 10) < shampoo_flops((64, 64), 1)
     with pytest.raises(KeyError):
         optimizer_flops_per_step("nonesuch", tensors)
+
+
+def test_to_target_best_lr_mean_curve_and_cost_ratio():
+    from proxylab.analysis.optimizers import cost_ratio, to_target
+    runs = pd.DataFrame({"run_id": ["a0", "a1", "b0", "b1"], "optim.lr": [1e-3, 1e-3, 1e-2, 1e-2],
+                         "loss": [2.0, 2.2, 2.5, 2.5]})
+    curves = {"a0": ([0, 10, 20], [4.0, 3.0, 2.0]), "a1": ([0, 10, 20], [4.0, 2.0, 2.2]),
+              "b0": ([0, 10, 20], [4.0, 1.0, 2.5]), "b1": ([0, 10, 20], [4.0, 1.0, 2.5])}
+    # best LR 1e-3 (mean 2.1); mean curve 4.0, 2.5, 2.1: target 3.0 crossed 2/3 of the way to 10
+    r = to_target(runs, curves, 3.0)
+    assert r["lr"] == 1e-3 and r["steps"] == pytest.approx(20 / 3) and r["run_steps"] == 20
+    assert r["n_runs"] == 2
+    miss = to_target(runs, curves, 2.0)          # the mean curve never reaches 2.0
+    assert math.isnan(miss["steps"])
+    # ratio: (20/3 * 2 FLOPs) / (10 * 1) ; a miss is censored at its run length (20)
+    assert cost_ratio(r, {"steps": 10.0, "run_steps": 20.0}, 2.0, 1.0) == pytest.approx(4 / 3)
+    assert cost_ratio(miss, {"steps": 10.0, "run_steps": 20.0}) == pytest.approx(2.0)
+    assert math.isnan(cost_ratio(r, miss))       # the reference missed: no ratio
+    assert math.isnan(to_target(runs.iloc[0:0], curves, 3.0)["steps"])

@@ -182,6 +182,38 @@ def first_crossing(x: Sequence[float], loss: Sequence[float], target: float) -> 
     return math.nan
 
 
+def to_target(runs: pd.DataFrame, curves: dict, target: float, lr_key: str = "optim.lr",
+              loss_col: str = "loss") -> dict:
+    """One optimizer's runs (all LRs and seeds) against a target loss.
+
+    The LR with the lowest seed-mean ``loss_col`` is taken; its runs' eval curves
+    (``curves[run_id] = (steps, losses)``) are averaged step by step (steps a run lacks, e.g.
+    after divergence, are left out of that step's mean) and :func:`first_crossing` gives
+    ``steps`` (NaN = missed). Also ``run_steps`` (the last eval step), ``lr`` and ``n_runs``.
+    """
+    nan = {"steps": math.nan, "run_steps": math.nan, "lr": math.nan, "n_runs": 0}
+    if runs.empty:
+        return nan
+    lr = best_per_group(runs.assign(_g=0), ["_g"], lr_key, loss_col)["lr_best"].iloc[0]
+    ids = [r for r in runs.loc[runs[lr_key] == lr, "run_id"] if r in curves]
+    if not ids:
+        return {**nan, "lr": float(lr)}
+    mean = pd.concat([pd.Series(curves[r][1], index=curves[r][0]) for r in ids],
+                     axis=1).mean(axis=1).sort_index()
+    return {"steps": first_crossing(mean.index.to_numpy(float), mean.to_numpy(float), target),
+            "run_steps": float(mean.index.max()), "lr": float(lr), "n_runs": len(ids)}
+
+
+def cost_ratio(arm: dict, ref: dict, arm_cost_per_step: float = 1.0,
+               ref_cost_per_step: float = 1.0) -> float:
+    """(arm steps × its cost per step) / (reference steps × its cost per step), from two
+    :func:`to_target` results. A miss of the arm is censored at its run length, so the ratio
+    is then a lower bound; a miss of the reference gives NaN."""
+    steps = arm["steps"] if math.isfinite(arm["steps"]) else arm["run_steps"]
+    den = ref["steps"] * ref_cost_per_step
+    return float(steps * arm_cost_per_step / den) if math.isfinite(den) and den > 0 else math.nan
+
+
 def performance_profile(times: pd.DataFrame, taus: Sequence[float], max_ratio: float = 4.0) -> pd.DataFrame:
     """AlgoPerf performance profiles from ``times`` (index: workload, columns: optimizer;
     NaN/inf = missed the target). Per workload r = t / min over optimizers; r > ``max_ratio``

@@ -18,7 +18,8 @@ from proxylab.config import ConfigError
 STUDIES = {"lr-width": "proxylab.studies.lr_width", "weight-decay": "proxylab.studies.weight_decay",
            "instability": "proxylab.studies.instability", "bitnet": "proxylab.studies.bitnet",
            "grokking": "proxylab.studies.grokking",
-           "batch-size": "proxylab.studies.batch_size"}
+           "batch-size": "proxylab.studies.batch_size",
+           "optimizers": "proxylab.studies.optimizers"}
 SIZES = ("smoke", "quick", "full")
 
 

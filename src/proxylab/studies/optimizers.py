@@ -1,0 +1,527 @@
+"""Which optimizer, really? LR sweeps × seeds over the optimizer zoo, on three CPU workloads.
+
+Zhao et al. 2024 ("Deconstructing What Makes a Good Optimizer for Language Models") find that,
+SGD aside, Adam, Adafactor, Lion and Signum are comparable at their best and across the LR
+range, and that Adam's adaptivity matters mostly on the last layer and the norm gains
+(Adalayer there, SGD elsewhere). Vyas et al. 2024 (SOAP) find that Shampoo degrades as its
+preconditioner is refreshed less often while SOAP degrades less, and that SOAP needs fewer
+steps than AdamW. Muon (Jordan 2024; Liu et al. 2025, "Muon is Scalable") claims ~2× compute
+efficiency over AdamW. Workloads: a byte-level GPT proxy at two widths (gpt-s, gpt-m) and an
+MLP on the 8×8 digits (so the AlgoPerf performance profiles have more than one row).
+
+Protocol: every arm is swept over its own LR grid (half-decade steps around its registry
+default), seeds averaged; the best LR is chosen on the same seeds (the selection noise is in
+the bootstrap, which re-selects per draw). Diverged runs count at the loss at init (ℓ0).
+Targets for steps/time/FLOPs are AdamW's best-LR mean final loss on each workload; a miss
+is never extrapolated (in ratios it is censored at the run length: a lower bound).
+Every verdict uses ``proxylab.analysis.verdict`` with the margins stated below.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+
+from proxylab.analysis import capped_loss, final_metrics
+from proxylab.analysis.optimizers import (aligned_curves, basin_width, basin_widths,
+                                          best_per_group, cost_ratio, model_flops,
+                                          optimizer_flops_per_step, performance_profile,
+                                          profile_score, strip, to_target)
+from proxylab.analysis.runs import FINISHED
+from proxylab.analysis.verdict import Claim, bootstrap_runs, combine, decide, not_measured
+from proxylab.optim import default_lr
+from proxylab.report.bars import BarPanel, Bars, draw_bars
+from proxylab.report.panels import Panel, Series, draw_panels
+from proxylab.sweep.spec import SweepSpec
+
+NAME = "optimizers"
+CLAIM = ("Except SGD, Adam-like optimizers are comparable at their best and across the LR "
+         "range; Shampoo/SOAP/Muon trade extra optimizer compute for fewer steps")
+
+# margins, stated before any run
+LOSS_MARGIN = 0.05        # nats: "comparable best loss" / "clearly worse"
+BASIN_MARGIN = 0.10       # nats above the best that still counts as inside the LR basin
+WIDTH_MARGIN = 0.5        # decades: "comparable basin width"
+DEGRADE_MARGIN = 0.02     # nats: "degrades" with the preconditioning interval
+MOONLIGHT_FLOP_RATIO = 0.52   # Liu et al. 2025: Muon needs ~52% of AdamW's FLOPs (upper reference)
+
+# ----------------------------------------------------------------------------------
+# workloads and arms
+
+_GPT = {"task.name": "text", "task.seq_len": 32, "model.name": "gpt", "model.depth": 2,
+        "model.heads": 4, "train.batch_size": 8, "train.eval_batches": 16}
+WORKLOADS = {
+    "gpt-s": {**_GPT, "model.width": 32},
+    "gpt-m": {**_GPT, "model.width": 64},
+    "digits": {"task.name": "digits", "model.name": "mlp", "model.width": 64, "model.depth": 2,
+               "train.batch_size": 32},
+}
+COMMON = {"optim.beta1": 0.9, "optim.beta2": 0.95, "optim.eps": 1e-8, "optim.weight_decay": 0.0,
+          "schedule.name": "cosine", "schedule.warmup": 0.05, "train.grad_clip": 1.0,
+          "train.threads": 1}     # one torch thread per run, inline or in a pool
+QK = {"model.qk_norm": True, "train.z_loss": 1e-4}      # Wortsman's mitigations, as Zhao et al.
+
+# arm label -> (optim.name, optim.extra); "factored-adam" is Adafactor's momentum form
+FIRST_ORDER = ["sgd", "adamw", "factored-adam", "lion", "signum", "adalayer", "adalayer-sgd"]
+ADAM_LIKE = ["adamw", "factored-adam", "lion", "signum"]
+
+
+def arm_spec(label: str) -> tuple[str, dict]:
+    """'soap/f10' -> ('soap', {'precondition_frequency': 10}); 'lion' -> ('lion', {})."""
+    name, _, f = label.partition("/f")
+    return name, ({"precondition_frequency": int(f)} if f else {})
+
+
+def arm_label(name: str, extra) -> str:
+    extra = json.loads(extra) if isinstance(extra, str) else (extra or {})
+    f = extra.get("precondition_frequency")
+    return f"{name}/f{f}" if f is not None else name
+
+
+STEPS = {"smoke": {"gpt-s": 16, "gpt-m": 16, "digits": 16},
+         "quick": {"gpt-s": 150, "gpt-m": 200, "digits": 150},
+         "full": {"gpt-s": 400, "gpt-m": 600, "digits": 400}}
+SEEDS = {"smoke": [0], "quick": [0, 1, 2], "full": [0, 1, 2]}
+FEW_SEEDS = {"smoke": [0], "quick": [0, 1], "full": [0, 1, 2]}
+# LR grids: default * 10^(k/2), k in these half-decade steps
+KS = {"lr": {"smoke": [-1, 1], "quick": range(-3, 4), "full": range(-4, 5)},
+      "precond": {"smoke": [0], "quick": [-1, 0, 1], "full": [-2, -1, 0, 1, 2]},
+      "muon": {"smoke": [0], "quick": range(-2, 3), "full": range(-3, 4)},
+      "gpt-m": {"smoke": [0], "quick": [-1, 0, 1], "full": range(-2, 3)},
+      "digits": {"smoke": [0], "quick": range(-2, 3), "full": range(-3, 4)}}
+EVALS = {"smoke": 2, "quick": 8, "full": 10}   # evaluations per run after step 0
+PRECOND_F = {"smoke": [1, 10], "quick": [1, 10, 50], "full": [1, 10, 100]}
+PROFILE_ARMS = [*FIRST_ORDER, "shampoo/f10", "soap/f10", "muon"]
+SMOKE_PROFILE_ARMS = ["adamw", "sgd", "soap/f10", "muon"]
+STRIPS = {"optim.beta1": [0.0, 0.5, 0.8, 0.9, 0.95, 0.98], "optim.beta2": [0.9, 0.95, 0.99, 0.999],
+          "optim.eps": [1e-12, 1e-10, 1e-8, 1e-6, 1e-4], "optim.weight_decay": [0.0, 0.03, 0.1, 0.3, 1.0]}
+STRIP_ARMS = {"adamw": list(STRIPS), "lion": ["optim.beta1", "optim.beta2"], "signum": ["optim.beta1"]}
+
+
+def lr_grid(default: float, ks) -> list[float]:
+    return [float(f"{default * 10 ** (k / 2):.3g}") for k in ks]
+
+
+def _arm_zip(arms: list[str], ks) -> dict[str, list]:
+    z: dict[str, list] = {"optim.name": [], "optim.lr": [], "optim.extra": []}
+    for label in arms:
+        name, extra = arm_spec(label)
+        for lr in lr_grid(default_lr(name), ks):
+            z["optim.name"].append(name), z["optim.lr"].append(lr), z["optim.extra"].append(extra)
+    return z
+
+
+def _base(workload: str, size: str) -> dict:
+    steps = STEPS[size][workload]
+    smoke = {"train.eval_batches": 2} if size == "smoke" and workload != "digits" else {}
+    return {**WORKLOADS[workload], **COMMON, "train.steps": steps,
+            "train.eval_every": max(steps // EVALS[size], 1), **smoke}
+
+
+def protocol_spec(name: str, arms: list[str], size: str = "quick", workload: str = "gpt-s",
+                  extra_base: dict | None = None) -> SweepSpec:
+    """The study's LR protocol for any registered optimizer names (your own too)."""
+    return SweepSpec(name=name, base={**_base(workload, size), **(extra_base or {})},
+                     zip=_arm_zip(arms, KS["lr"][size]), seeds=SEEDS[size], description=CLAIM)
+
+
+def sweeps(size: str) -> list[SweepSpec]:
+    sfx = "" if size == "full" else f"-{size}"
+    pre = [f"{s}/f{f}" for s in ("shampoo", "soap") for f in PRECOND_F[size]]
+    prof = SMOKE_PROFILE_ARMS if size == "smoke" else PROFILE_ARMS
+    strip_zip: dict[str, list] = {k: [] for k in ("optim.name", "optim.lr", *STRIPS)}
+    arms = {"adamw": ["optim.beta1"]} if size == "smoke" else STRIP_ARMS
+    for name, axes in arms.items():
+        for axis in axes:
+            for v in STRIPS[axis][2:4] if size == "smoke" else STRIPS[axis]:
+                point = {**{k: COMMON[k] for k in STRIPS}, axis: v}
+                strip_zip["optim.name"].append(name)
+                strip_zip["optim.lr"].append(default_lr(name))
+                for k in STRIPS:
+                    strip_zip[k].append(point[k])
+    specs = [
+        protocol_spec(f"{NAME}-lr{sfx}", FIRST_ORDER, size),
+        SweepSpec(f"{NAME}-precond{sfx}", _base("gpt-s", size), zip=_arm_zip(pre, KS["precond"][size]),
+                  seeds=SEEDS[size], description="Shampoo/SOAP vs preconditioning interval"),
+        SweepSpec(f"{NAME}-muon{sfx}", _base("gpt-s", size), zip=_arm_zip(["muon"], KS["muon"][size]),
+                  seeds=SEEDS[size], description="Muon LR sweep"),
+        SweepSpec(f"{NAME}-gpt-m{sfx}", _base("gpt-m", size), zip=_arm_zip(prof, KS["gpt-m"][size]),
+                  seeds=FEW_SEEDS[size], description="the zoo on the wider GPT"),
+        SweepSpec(f"{NAME}-digits{sfx}", _base("digits", size),
+                  zip=_arm_zip(prof, KS["digits"][size]), seeds=FEW_SEEDS[size],
+                  description="the zoo on the digits MLP"),
+        SweepSpec(f"{NAME}-strips{sfx}", _base("gpt-s", size), zip=strip_zip,
+                  seeds=FEW_SEEDS[size], description="1-D beta/eps/WD strips at the default LR"),
+    ]
+    if size != "smoke":
+        specs.append(protocol_spec(f"{NAME}-lr-qk{sfx}", ADAM_LIKE + ["sgd"], size, extra_base=QK))
+    return specs
+
+
+# ----------------------------------------------------------------------------------
+# loading: one row per finished run, plus eval curves
+
+
+def load(store, spec: SweepSpec) -> tuple[pd.DataFrame, dict]:
+    """(runs, curves): per run its arm, LR, seed, capped final loss (``loss``), time per
+    step and tokens per step; curves = run_id -> (eval steps, val losses)."""
+    runs = store.runs(sweep=spec.name)
+    met = store.metrics(sweep=spec.name, keys=["val/loss"])
+    fm = final_metrics(runs, met)[["run_id", "final_val_loss", "init_loss", "diverged"]]
+    df = runs.drop(columns=[c for c in fm.columns if c != "run_id" and c in runs]).merge(fm, on="run_id")
+    df = df[df["status"].isin(FINISHED)].copy()
+    df["loss"] = capped_loss(df)
+    df["arm"] = [arm_label(n, e) for n, e in zip(df["optim.name"], df["optim.extra"])]
+    steps = df["steps_done"].astype(float).clip(lower=1)
+    df["s_per_step"] = df["train_time_s"].astype(float) / steps
+    df["tokens_per_step"] = df["tokens"].astype(float) / steps
+    curves = {rid: (g["step"].to_numpy(float), g["value"].to_numpy(float))
+              for rid, g in met.groupby("run_id")}
+    return df.reset_index(drop=True), curves
+
+
+def by_part(specs: list[SweepSpec]) -> dict[str, SweepSpec]:
+    """'optimizers-lr-qk-quick' -> 'lr-qk' (the part of the study a sweep answers)."""
+    out = {}
+    for s in specs:
+        part = s.name[len(NAME) + 1:]
+        for sfx in ("-quick", "-smoke"):
+            part = part[:-len(sfx)] if part.endswith(sfx) else part
+        out[part] = s
+    return out
+
+
+def _best(df: pd.DataFrame) -> pd.Series:
+    return best_per_group(df, ["arm"]).set_index("arm")["best_loss"]
+
+
+def _widths(df: pd.DataFrame) -> pd.Series:
+    out = {}
+    for arm, sub in df.groupby("arm"):
+        mean = sub.groupby("optim.lr")["loss"].mean()
+        out[arm] = basin_width(mean.index.to_numpy(), mean.to_numpy(), BASIN_MARGIN)["width"]
+    return pd.Series(out, dtype=float)
+
+
+def _boot(df: pd.DataFrame, stat) -> tuple[float, float, float, int]:
+    return bootstrap_runs(df, stat, unit="train.seed")
+
+
+def _decide(claim: Claim, df: pd.DataFrame, stat, **evidence) -> dict:
+    est, lo, hi, n = _boot(df, stat)
+    seed_std = df.groupby(["arm", "optim.lr"])["loss"].std(ddof=1)
+    return decide(claim, est, lo, hi, n=n, evidence={
+        "bootstrap_unit": "train.seed", "seeds": sorted(df["train.seed"].unique().tolist()),
+        "seed_std_median": float(seed_std.median()) if seed_std.notna().any() else None,
+        **evidence})
+
+
+def _either(text: str, parts: dict[str, dict]) -> dict:
+    """One of several parts suffices: reproduced if any is, not_reproduced if all are not."""
+    st = [p["status"] for p in parts.values()]
+    status = ("reproduced" if "reproduced" in st else
+              "not_reproduced" if all(s == "not_reproduced" for s in st) else "inconclusive")
+    lead = next((p for p in parts.values() if p["status"] == status), next(iter(parts.values())))
+    return {"claim": text, "status": status,
+            "reason": "; ".join(f"[{k}: {p['status']}] {p['reason']}" for k, p in parts.items()),
+            "evidence": {**lead["evidence"], "alternatives": {k: p["evidence"] for k, p in parts.items()}}}
+
+
+def _rounded(s: pd.Series) -> dict:
+    return {k: (round(float(v), 4) if math.isfinite(v) else None) for k, v in s.items()}
+
+
+# ----------------------------------------------------------------------------------
+# verdicts
+
+
+def claim1(df: pd.DataFrame, tag: str = "") -> dict:
+    four = [a for a in ADAM_LIKE if a in set(df["arm"])]
+    best, width = _best(df), _widths(df)
+    ev = {"best_loss": _rounded(best), "basin_width_decades": _rounded(width),
+          "basin_margin_nats": BASIN_MARGIN}
+    if len(four) < 2 or "sgd" not in best:
+        return {"arms": not_measured(Claim(text="the four Adam-like arms and SGD", effect="arms run",
+                                           direction="less", margin=0), "arms missing", ev)}
+    spread = Claim(text=f"best-loss spread of {'/'.join(four)}{tag}", effect="max - min best loss",
+                   direction="less", margin=LOSS_MARGIN, unit="nats")
+    wspread = Claim(text=f"basin-width spread of {'/'.join(four)}{tag}",
+                    effect="max - min basin width", direction="less", margin=WIDTH_MARGIN, unit="decades")
+    sgd_loss = Claim(text="SGD's best loss is worse", effect="SGD - mean(four) best loss",
+                     direction="greater", margin=LOSS_MARGIN, unit="nats")
+    sgd_width = Claim(text="SGD's basin is narrower", effect="mean(four) - SGD basin width",
+                      direction="greater", margin=WIDTH_MARGIN, unit="decades")
+    return {
+        "best_loss_spread": _decide(spread, df, lambda d: np.ptp(_best(d).reindex(four).to_numpy()), **ev),
+        "basin_width_spread": _decide(wspread, df, lambda d: np.ptp(_widths(d).reindex(four).to_numpy())),
+        "sgd_worse": _either("SGD is clearly worse in best loss or basin width", {
+            "best_loss": _decide(sgd_loss, df, lambda d: _best(d)["sgd"] - _best(d).reindex(four).mean()),
+            "basin_width": _decide(sgd_width, df, lambda d: _widths(d).reindex(four).mean() - _widths(d)["sgd"])}),
+    }
+
+
+def verdicts(store, specs: list[SweepSpec]) -> list[dict]:
+    by = by_part(specs)
+    lr, _ = load(store, by["lr"])
+    out = []
+    c1 = claim1(lr)
+    if "lr-qk" in by:
+        qk, _ = load(store, by["lr-qk"])
+        c1.update({f"qk-LN + z-loss: {k}": v for k, v in claim1(qk, " (qk-LN + z-loss)").items()})
+    out.append(combine("1. AdamW, Adafactor, Lion and Signum reach best losses within "
+                       f"{LOSS_MARGIN} nats of each other and basin widths within {WIDTH_MARGIN} "
+                       "decades; SGD is clearly worse in one or both (Zhao et al. 2024)", c1))
+
+    best = _best(lr)
+    out.append(combine("2. Signum recovers Adam's best loss and stability (Zhao et al. 2024)", {
+        "best_loss": _decide(Claim(text="Signum's best loss is no worse than AdamW's", direction="less",
+                                   effect="Signum - AdamW best loss", margin=LOSS_MARGIN, unit="nats"),
+                             lr, lambda d: _best(d)["signum"] - _best(d)["adamw"]),
+        "stability": _decide(Claim(text="Signum's LR basin is no narrower than AdamW's", direction="less",
+                                   effect="AdamW - Signum basin width", margin=WIDTH_MARGIN, unit="decades"),
+                             lr, lambda d: _widths(d)["adamw"] - _widths(d)["signum"])}))
+
+    recovered = (best["sgd"] - best["adalayer-sgd"]) / (best["sgd"] - best["adamw"])
+    out.append(combine("3. Adalayer on the last layer and norms with SGD elsewhere recovers most of "
+                       "Adam's performance; SGD everywhere does not (Zhao et al. 2024)", {
+        "adalayer_sgd": _decide(Claim(text="Adalayer(head+norms)+SGD within the margin of AdamW",
+                                      direction="less", effect="Adalayer-SGD - AdamW best loss",
+                                      margin=LOSS_MARGIN, unit="nats"),
+                                lr, lambda d: _best(d)["adalayer-sgd"] - _best(d)["adamw"],
+                                recovered_fraction=round(float(recovered), 3),
+                                adalayer_everywhere_gap=round(float(best["adalayer"] - best["adamw"]), 4)),
+        "sgd": _decide(Claim(text="SGD everywhere is worse than AdamW", direction="greater",
+                             effect="SGD - AdamW best loss", margin=LOSS_MARGIN, unit="nats"),
+                       lr, lambda d: _best(d)["sgd"] - _best(d)["adamw"])}))
+
+    pre, _ = load(store, by["precond"])
+    fs = sorted({int(a.split("/f")[1]) for a in pre["arm"]})
+    lo_f, hi_f = fs[0], fs[-1]
+
+    def deg(d, opt):
+        b = _best(d)
+        return b[f"{opt}/f{hi_f}"] - b[f"{opt}/f{lo_f}"]
+
+    pev = {"best_loss": _rounded(_best(pre)), "intervals": fs}
+    out.append(combine(f"4. Shampoo degrades as the preconditioning interval grows ({lo_f} -> {hi_f} "
+                       "steps); SOAP degrades less (Vyas et al. 2024)", {
+        "shampoo_degrades": _decide(Claim(text="Shampoo's best loss rises with the interval",
+                                          direction="greater", effect=f"Shampoo f{hi_f} - f{lo_f}",
+                                          margin=DEGRADE_MARGIN, unit="nats"),
+                                    pre, lambda d: deg(d, "shampoo"), **pev),
+        "soap_less": _decide(Claim(text="SOAP degrades less than Shampoo", direction="greater",
+                                   effect="Shampoo degradation - SOAP degradation",
+                                   margin=DEGRADE_MARGIN, unit="nats"),
+                             pre, lambda d: deg(d, "shampoo") - deg(d, "soap"))}))
+
+    frames = target_frames(store, by)
+    out.append(_ratio_claim(
+        "5. SOAP reaches AdamW's final loss in fewer steps (Vyas et al. 2024: >40% fewer at 360m); "
+        "wall time on CPU reported beside it", frames, "soap/f10", ["steps"], extra=["seconds"]))
+    out.append(_ratio_claim(
+        "6. Muon reaches AdamW's loss in fewer steps and fewer FLOPs, optimizer FLOPs counted "
+        f"(Moonlight: ~{MOONLIGHT_FLOP_RATIO:.0%} of AdamW's FLOPs, an upper reference)",
+        frames, "muon", ["steps", "flops"], extra=["seconds"]))
+    return out
+
+
+# ----------------------------------------------------------------------------------
+# steps / seconds / FLOPs to target
+
+
+def target_frames(store, by: dict) -> dict[str, tuple[pd.DataFrame, dict, list]]:
+    """workload -> (runs, curves, tensors[(shape, role)]) for the workloads with AdamW."""
+    gpt_s = [load(store, by[k]) for k in ("lr", "precond", "muon")]
+    frames = {"gpt-s": (pd.concat([f[0] for f in gpt_s], ignore_index=True).drop_duplicates("run_id"),
+                        {k: v for f in gpt_s for k, v in f[1].items()}),
+              "gpt-m": load(store, by["gpt-m"]), "digits": load(store, by["digits"])}
+    specs = {"gpt-s": by["lr"], "gpt-m": by["gpt-m"], "digits": by["digits"]}
+    return {w: (*f, _tensors(specs[w])) for w, f in frames.items() if "adamw" in set(f[0]["arm"])}
+
+
+def _tensors(spec: SweepSpec) -> list[tuple[tuple[int, ...], str]]:
+    from proxylab.models import build_model  # noqa: PLC0415
+    from proxylab.optim import infer_roles  # noqa: PLC0415
+    from proxylab.tasks import build_task  # noqa: PLC0415
+
+    cfg = spec.expand()[0]
+    task = build_task(cfg.task, seed=0)
+    model = build_model(cfg.model, vocab_size=task.vocab_size, seq_len=task.seq_len,
+                        input_shape=getattr(task, "input_shape", None))
+    roles = infer_roles(model)
+    return [(tuple(p.shape), roles[n]) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def reach(df: pd.DataFrame, curves: dict, arm: str, target: float, tensors) -> dict:
+    """analysis.to_target for one arm, plus what one of its steps costs: measured train
+    seconds and FLOPs (model 6·N·tokens + the optimizer's own)."""
+    sub = df[df["arm"] == arm]
+    r = to_target(sub, curves, target)
+    runs = sub[sub["optim.lr"] == r["lr"]]
+    name, extra = arm_spec(arm)
+    flops = (model_flops(float(runs["n_params"].mean()), float(runs["tokens_per_step"].mean()))
+             + optimizer_flops_per_step(name, tensors, frequency=extra.get("precondition_frequency", 1)))
+    return {**r, "steps_per_step": 1.0, "seconds_per_step": float(runs["s_per_step"].mean()),
+            "flops_per_step": flops}
+
+
+def _adamw_target(df: pd.DataFrame) -> float:
+    return float(_best(df[df["arm"] == "adamw"]).get("adamw", math.nan))
+
+
+def _ratio(df, curves, tensors, arm: str, unit: str) -> float:
+    """arm / AdamW in ``unit`` (steps, seconds, flops) to AdamW's final loss (a miss of the
+    arm censored at its run length: a lower bound)."""
+    t = _adamw_target(df)
+    a, b = reach(df, curves, arm, t, tensors), reach(df, curves, "adamw", t, tensors)
+    return cost_ratio(a, b, a[f"{unit}_per_step"], b[f"{unit}_per_step"])
+
+
+def _ratio_claim(text: str, frames: dict, arm: str, units: list[str], extra: list[str]) -> dict:
+    parts = {}
+    for w in ("gpt-s", "gpt-m"):
+        if w not in frames or arm not in set(frames[w][0]["arm"]):
+            continue
+        df, curves, tensors = frames[w]
+        target = _adamw_target(df)
+        got = reach(df, curves, arm, target, tensors)
+        ref = reach(df, curves, "adamw", target, tensors)
+        ev = {"workload": w, "target_loss": round(target, 4), "reached": bool(math.isfinite(got["steps"])),
+              "steps_to_target": got["steps"], "run_steps": got["run_steps"],
+              "adamw_steps": ref["steps"], "lr": got["lr"], "adamw_lr": ref["lr"],
+              "flops_per_step": got["flops_per_step"], "adamw_flops_per_step": ref["flops_per_step"]}
+        for u in extra:
+            est, lo, hi, n = _boot(df, lambda d, u=u: _ratio(d, curves, tensors, arm, u))
+            ev[f"{u}_ratio"] = {"estimate": est, "interval": [lo, hi], "n": n}
+        for u in units:
+            parts[f"{w} {u}"] = _decide(
+                Claim(text=f"{arm} needs fewer {u} than AdamW to AdamW's final loss ({w})",
+                      effect=f"{arm} / AdamW {u} to target", direction="less", margin=1.0, unit="x"),
+                df, lambda d, u=u: _ratio(d, curves, tensors, arm, u), **ev)
+    if not parts:
+        return not_measured(Claim(text=text, effect="ratio", direction="less", margin=1.0),
+                            f"no {arm} runs on a GPT workload")
+    return combine(text, parts)
+
+
+# ----------------------------------------------------------------------------------
+# figures: one question each
+
+
+def target_table(frames: dict, unit: str) -> pd.DataFrame:
+    """workload × arm: ``unit`` (steps, seconds) to AdamW's final loss; NaN = missed."""
+    rows = {}
+    arms = [a for a in PROFILE_ARMS if all(a in set(f[0]["arm"]) for f in frames.values())]
+    for w, (df, curves, tensors) in frames.items():
+        target = _adamw_target(df)
+        rows[w] = {}
+        for arm in arms:
+            r = reach(df, curves, arm, target, tensors)
+            rows[w][arm] = r["steps"] * r[f"{unit}_per_step"]
+    return pd.DataFrame(rows).T
+
+
+def _lr_series(df: pd.DataFrame, x: str = "optim.lr", y: str = "loss_mean") -> list[Series]:
+    return [Series(arm, sub[x].tolist(), sub[y].tolist()) for arm, sub in df.groupby("arm")]
+
+
+def _curves(df: pd.DataFrame) -> pd.DataFrame:
+    c = df.groupby(["arm", "optim.lr"])["loss"].agg(loss_mean="mean", loss_std="std").reset_index()
+    c = aligned_curves(c, ["arm"])
+    c["lr_rel"] = 10 ** c["log10_lr_rel"]
+    return c
+
+
+FIGURES = {
+    "optimizers_aligned_lr.png": "Aligned at each optimizer's optimum, do the loss-vs-LR curves of the Adam-like optimizers coincide, and is SGD's worse?",
+    "optimizers_basin.png": "How wide is each optimizer's LR basin, and how good is its best loss (seed spread as error bars)?",
+    "optimizers_strips.png": "How sensitive is the loss to beta1, beta2, eps and weight decay around the defaults?",
+    "optimizers_precond.png": "Does Shampoo degrade as the preconditioner is refreshed less often, and SOAP less?",
+    "optimizers_to_target.png": "How many steps, seconds and FLOPs does each optimizer need to reach AdamW's final loss (ratio to AdamW)?",
+    "optimizers_profiles.png": "Across workloads, how often is each optimizer within tau x the fastest to the target (AlgoPerf profile)?",
+}
+
+
+def figures(store, specs: list[SweepSpec], out_dir) -> dict:
+    by = by_part(specs)
+    notes: dict[str, dict] = {}
+    lr_df, _ = load(store, by["lr"])
+    muon_df, _ = load(store, by["muon"])
+    c = _curves(pd.concat([lr_df, muon_df], ignore_index=True))
+    panels = [Panel("gpt-s: final loss vs peak LR", "peak LR", "final val loss (nats/byte)",
+                    _lr_series(c), xlog=True),
+              Panel("aligned at each optimum", "LR / LR* (optimum)", "loss - best loss (nats)",
+                    _lr_series(c, "lr_rel", "loss_gap"), xlog=True, hlines=[(BASIN_MARGIN, "basin margin")])]
+    qk = None
+    if "lr-qk" in by:
+        qk, _ = load(store, by["lr-qk"])
+        cq = _curves(qk)
+        panels.append(Panel("aligned, qk-LN + z-loss", "LR / LR* (optimum)", "loss - best loss (nats)",
+                            _lr_series(cq, "lr_rel", "loss_gap"), xlog=True,
+                            hlines=[(BASIN_MARGIN, "basin margin")]))
+    notes["optimizers_aligned_lr.png"] = draw_panels(out_dir / "optimizers_aligned_lr.png", panels, ncols=3)
+
+    arms = FIRST_ORDER + ["muon"]
+    bw = basin_widths(pd.concat([lr_df, muon_df]), ["arm"], BASIN_MARGIN).set_index("arm").reindex(arms)
+    bl = best_per_group(pd.concat([lr_df, muon_df]), ["arm"]).set_index("arm").reindex(arms)
+    groups_w = [Bars("no qk-LN", bw["width"].tolist(), bw["width_seed_std"].tolist())]
+    groups_l = [Bars("no qk-LN", bl["best_loss"].tolist(), bl["seed_std"].tolist())]
+    if qk is not None:
+        qw = basin_widths(qk, ["arm"], BASIN_MARGIN).set_index("arm").reindex(arms)
+        ql = best_per_group(qk, ["arm"]).set_index("arm").reindex(arms)
+        groups_w.append(Bars("qk-LN + z-loss", qw["width"].tolist(), qw["width_seed_std"].tolist()))
+        groups_l.append(Bars("qk-LN + z-loss", ql["best_loss"].tolist(), ql["seed_std"].tolist()))
+    notes["optimizers_basin.png"] = draw_bars(out_dir / "optimizers_basin.png", [
+        BarPanel(f"LR basin width (loss within {BASIN_MARGIN} nats of the best), gpt-s",
+                 "width (decades of LR)", arms, groups_w),
+        BarPanel("best final loss (seed std as error bar), gpt-s", "val loss (nats/byte)", arms, groups_l)])
+
+    st, _ = load(store, by["strips"])
+    panels = []
+    for axis in STRIPS:
+        series = []
+        for arm, sub in st.groupby("arm"):
+            others = [k for k in STRIPS if k != axis]
+            on = sub[np.logical_and.reduce([np.isclose(sub[k].astype(float), COMMON[k]) for k in others])]
+            s = strip(on, axis, COMMON[axis])
+            if len(s) > 1:
+                series.append(Series(arm, s[axis].tolist(), s["gap"].tolist()))
+        panels.append(Panel(axis.split(".")[1], axis, "loss - loss at default (nats)", series,
+                            xlog=axis == "optim.eps"))
+    notes["optimizers_strips.png"] = draw_panels(out_dir / "optimizers_strips.png", panels, ncols=4,
+                                                 panel_size=(3.6, 3.2))
+
+    pre, _ = load(store, by["precond"])
+    bp = best_per_group(pre, ["arm"])
+    bp["opt"], bp["f"] = zip(*[(a.split("/f")[0], int(a.split("/f")[1])) for a in bp["arm"]])
+    adam = best_per_group(lr_df[lr_df["arm"] == "adamw"], ["arm"])["best_loss"]
+    notes["optimizers_precond.png"] = draw_panels(out_dir / "optimizers_precond.png", [
+        Panel("gpt-s: best loss vs preconditioning interval", "interval f (steps)",
+              "best final val loss (nats/byte)",
+              [Series(o, s["f"].tolist(), s["best_loss"].tolist()) for o, s in bp.groupby("opt")],
+              xlog=True, hlines=[(float(adam.iloc[0]), "AdamW best")] if len(adam) else [])], ncols=1)
+
+    frames = target_frames(store, by)
+    tables = {u: target_table(frames, u) for u in ("steps", "seconds", "flops")}
+    bar_panels = []
+    for u, tab in tables.items():
+        rel = tab.div(tab["adamw"], axis=0)
+        bar_panels.append(BarPanel(f"{u} to AdamW's final loss, relative to AdamW", f"{u} / AdamW's",
+                                   list(rel.columns), [Bars(w, rel.loc[w].tolist()) for w in rel.index],
+                                   ylog=True, hlines=[(1.0, "AdamW")]))
+    notes["optimizers_to_target.png"] = draw_bars(out_dir / "optimizers_to_target.png", bar_panels)
+
+    taus = np.linspace(1, 4, 121)
+    panels = []
+    for u in ("steps", "seconds"):
+        rho = performance_profile(tables[u], taus)
+        score = profile_score(tables[u])
+        panels.append(Panel(f"performance profile ({u}, {len(tables[u])} workloads)", "tau (x the best)",
+                            "share of workloads within tau", [Series(f"{a} ({score[a]:.2f})", taus.tolist(),
+                                                                     rho[a].tolist(), "-") for a in rho]))
+    notes["optimizers_profiles.png"] = draw_panels(out_dir / "optimizers_profiles.png", panels)
+    notes["optimizers_profiles.png"]["scores"] = {u: _rounded(profile_score(tables[u])) for u in ("steps", "seconds")}
+    return {f: {"question": FIGURES[f], "numbers": n} for f, n in notes.items()}
