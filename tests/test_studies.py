@@ -147,3 +147,25 @@ def test_weight_decay_smoke_study(tmp_path):
         assert (out / f"weight_decay_{png}.png").stat().st_size > 0, png
     assert set(summary["figures"]) == {f"weight_decay_{p}.png" for p in (
         "heatmaps", "equilibrium", "lm_curves", "buckets", "lawn_logits")}
+
+
+@pytest.mark.slow
+def test_optimizers_smoke_study(tmp_path):
+    out = tmp_path / "study"
+    # one worker: the smoke runs are tiny and a process pool would cost more than they do
+    assert main(["study", "optimizers", "--smoke", "--out", str(out), "--workers", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    check_summary(summary, "optimizers", 6)
+    assert summary["sweeps"] == [f"optimizers-{k}-smoke" for k in (
+        "lr", "precond", "muon", "gpt-m", "digits", "strips")]
+    assert [v["claim"].split(".")[0] for v in summary["verdicts"]] == ["1", "2", "3", "4", "5", "6"]
+    for v in summary["verdicts"]:               # every part states its margin and its seeds
+        for part in v["evidence"]["parts"].values():
+            assert part["margin"] is not None and part["seeds"] == [0], (v["claim"], part)
+    # claim 6 counts FLOPs per step with the optimizer's own: Muon's exceed AdamW's
+    muon = summary["verdicts"][5]["evidence"]["parts"]["gpt-s flops"]
+    assert muon["flops_per_step"] > muon["adamw_flops_per_step"] > 0
+    from proxylab.studies.optimizers_figures import FIGURES
+    assert set(summary["figures"]) == set(FIGURES)
+    for png in FIGURES:
+        assert (out / png).stat().st_size > 0, png
