@@ -36,6 +36,7 @@ class Panel:
     ylog: bool = False
     hlines: list[tuple[float, str]] = field(default_factory=list)   # (y, label)
     diagonal: bool = False       # draw y = x (predicted-vs-observed panels)
+    ylim: tuple[float, float] | None = None   # (bottom, top); None = matplotlib's choice
 
 
 def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
@@ -66,6 +67,8 @@ def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
             ax.set_xscale("log")
         if panel.ylog:
             ax.set_yscale("log")
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
         if panel.diagonal:
             lo, hi = min(ax.get_xlim()[0], ax.get_ylim()[0]), max(ax.get_xlim()[1], ax.get_ylim()[1])
             ax.plot([lo, hi], [lo, hi], ":", color="grey", lw=1)
