@@ -165,3 +165,32 @@ def test_targets_at_budgets_use_the_smallest_batch_best_lr_seed_mean():
     # at 200 examples (step 50): seeds at 3.0 and 3.5 -> 3.25; lr 1e-2 at 3.95
     assert t["D1"] == pytest.approx(3.25) and t["D2"] == pytest.approx(2.5)
     assert math.isnan(t["beyond"])                # never extrapolated; B = 16 is not the reference
+
+
+def _surge_table(opt_lr_by_batch, lrs=(1e-3, 3e-3, 1e-2, 3e-2), seeds=(0, 1, 2)):
+    """Steps to target D1 with log10 steps = 2 - log10(B)/2 + (log10 lr - log10 opt)^2."""
+    rows = []
+    for b, opt in opt_lr_by_batch.items():
+        for lr in lrs:
+            for s in seeds:
+                steps = 10 ** (2 - math.log10(b) / 2 + (math.log10(lr) - math.log10(opt)) ** 2)
+                rows.append({"train.batch_size": b, "optim.lr": lr, "train.seed": s, "target": "D1",
+                             "steps": steps * (1 + 0.01 * s), "b_simple": math.nan})
+    return pd.DataFrame(rows)
+
+
+def test_surge_verdict_reads_a_rise_and_fall_and_refuses_a_censored_optimum():
+    from proxylab.studies.batch_size import claim_surge
+
+    rise_fall = _surge_table({4: 2e-3, 16: 8e-3, 64: 4e-3, 256: 2e-3})
+    part = claim_surge({"t": {"table": rise_fall}})["evidence"]["parts"]["t"]
+    assert part["status"] == "reproduced" and part["shape"] == "rise-then-fall"
+    assert part["estimate"] == pytest.approx(math.log10(8e-3 / 2e-3), abs=1e-6)
+    monotone = _surge_table({4: 2e-3, 16: 4e-3, 64: 8e-3, 256: 1.2e-2})
+    part = claim_surge({"t": {"table": monotone}})["evidence"]["parts"]["t"]
+    assert part["status"] == "not_reproduced" and part["shape"] == "increasing"
+    # every batch from 16 up has its best LR at the top of the grid: not measured
+    censored = _surge_table({4: 2e-3, 16: 0.1, 64: 0.2, 256: 0.1})
+    part = claim_surge({"t": {"table": censored}})["evidence"]["parts"]["t"]
+    assert part["status"] == "inconclusive" and part["n"] == 0
+    assert "top of the grid" in claim_surge({"t": {"table": censored}})["reason"]
