@@ -121,6 +121,13 @@ def test_optimal_wd_flags_grid_edges():
     assert opt["wd_opt"].tolist() == pytest.approx([10.0, 0.1, 1e-3])
 
 
+def test_interior_slope_ignores_optima_at_the_grid_edge():
+    opt = wd.optimal_wd(_grid(slope=-2.0))          # only the middle LR is interior
+    assert math.isnan(wd.interior_slope(opt["lr"], opt["wd_opt"], opt["edge"]))
+    assert wd.interior_slope([1, 10, 100], [9.0, 1.0, 0.1], [True, False, False]) == \
+        pytest.approx(-1.0)
+
+
 def test_log_slope_and_best_loss():
     assert wd.log_slope([1, 10, 100], [5, 0.5, 0.05]) == pytest.approx(-1.0)
     assert math.isnan(wd.log_slope([1, 1], [2, 3]))

@@ -141,8 +141,10 @@ def test_weight_decay_smoke_study(tmp_path):
     assert [v["claim"].split("]")[0] + "]" for v in summary["verdicts"]] == [
         "[1]", "[2]", "[3]", "[4]", "[5]"]
     for v in summary["verdicts"]:               # two seeds: every part went through its bootstrap
-        for part in v["evidence"].get("parts", {"": v["evidence"]}).values():
-            assert part["n"] == 2 and part["estimate"] is not None, (v["claim"], part)
+        for name, part in v["evidence"].get("parts", {"": v["evidence"]}).items():
+            assert part["n"] == 2, (v["claim"], part)
+            # the λ* slope needs two LRs with an optimum inside the λ grid: not in smoke
+            assert part["estimate"] is not None or name == "slope", (v["claim"], part)
     for png in ("heatmaps", "equilibrium", "lm_curves", "buckets", "lawn_logits"):
         assert (out / f"weight_decay_{png}.png").stat().st_size > 0, png
     assert set(summary["figures"]) == {f"weight_decay_{p}.png" for p in (

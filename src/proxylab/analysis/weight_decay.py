@@ -161,6 +161,13 @@ def log_slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
 
 
+def interior_slope(lrs: Sequence[float], wd_opt: Sequence[float], edge: Sequence[bool]) -> float:
+    """:func:`log_slope` of λ* against η over the LRs whose optimum is inside the λ grid
+    (an optimum at a grid end only bounds λ*); nan with fewer than 2 such LRs."""
+    keep = ~np.asarray(edge, dtype=bool)
+    return log_slope(np.asarray(lrs, float)[keep], np.asarray(wd_opt, float)[keep])
+
+
 def best_loss(df: pd.DataFrame, *, keys: Sequence[str], loss: str = "loss") -> float:
     """The lowest seed-averaged loss over the grid points ``keys``."""
     return float(df.groupby(list(keys))[loss].mean().min())

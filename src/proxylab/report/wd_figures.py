@@ -53,8 +53,10 @@ def heatmaps(optima: dict, tables: dict, out_dir) -> dict:
             continue
         z = df[df[WD] > 0].groupby([WD, LR])["loss"].mean().unstack(LR)
         lrs, lams = list(z.columns), list(z.index)
-        im = ax.imshow(z.to_numpy(), origin="lower", aspect="auto", cmap="viridis_r")
-        fig.colorbar(im, ax=ax, label="final val loss (nats)")
+        # log colours: one diverging corner must not flatten the basin
+        im = ax.imshow(z.to_numpy(), origin="lower", aspect="auto", cmap="viridis_r",
+                       norm=matplotlib.colors.LogNorm())
+        fig.colorbar(im, ax=ax, label="final val loss (nats, log colour scale)")
         ax.set_xticks(range(len(lrs)), [f"{v:g}" for v in lrs])
         ax.set_yticks(range(len(lams)), [f"{v:g}" for v in lams])
         ax.set_xlabel("peak LR η (log grid)")
@@ -65,9 +67,9 @@ def heatmaps(optima: dict, tables: dict, out_dir) -> dict:
             yi = np.interp(np.log(opt["wd_opt"]), np.log(lams), range(len(lams)))
             ax.plot(xi, yi, "w-o", ms=4, label="λ*(η)")
             ax.legend(fontsize=7, loc="upper right")
-        slope = wa.log_slope(opt["lr"], opt["wd_opt"]) if len(opt) else math.nan
-        ax.set_title(f"{MODE_TITLES.get(mode, mode)}\nslope d log λ*/d log η = {slope:.2f}",
-                     fontsize=9)
+        slope = wa.interior_slope(opt["lr"], opt["wd_opt"], opt["edge"]) if len(opt) else math.nan
+        ax.set_title(f"{MODE_TITLES.get(mode, mode)}\nslope d log λ*/d log η = {slope:.2f} "
+                     f"({int((~opt['edge']).sum())} interior optima)", fontsize=9)
         numbers[mode] = {"lr": [float(v) for v in opt["lr"]],
                          "wd_opt": [_r(v, 6) for v in opt["wd_opt"]],
                          "edge": [bool(v) for v in opt["edge"]], "slope": _r(slope, 3)}
@@ -76,7 +78,8 @@ def heatmaps(optima: dict, tables: dict, out_dir) -> dict:
                                "with the LR under Adam + L2 and the two AdamW forms?",
                    "detail": "Final validation loss (digits MLP, scale-invariant hidden layers, "
                              "seeds averaged) over the LR x λ grid; the white line is λ*(η) "
-                             "(parabola in log λ around the grid minimum).",
+                             "(parabola in log λ around the grid minimum); the slope uses only "
+                             "optima inside the grid.",
                    "numbers": numbers}}
 
 
@@ -109,8 +112,8 @@ def equilibrium(m: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, out_di
         axes[0].set_title("Per-neuron norm vs sqrt(ηC/2λ) (dashed)", fontsize=9)
         axes[1].set_ylabel("mean one-step angle (radians)")
         axes[1].set_title("Angular update vs sqrt(2ηλ(1-β1)/(1+β1)) (dashed)", fontsize=9)
-        axes[0].legend(fontsize=7, title=" / ".join(f"{t}: {s}" for t, s in styles.items()),
-                       title_fontsize=6)
+        axes[0].legend(fontsize=7, title="  ".join(f"{s} {t.rsplit('.', 1)[0]}"
+                                                  for t, s in styles.items()), title_fontsize=7)
         g = table.groupby([LR, WD])[["norm_ratio", "angle_ratio"]].mean()
         numbers["measured/predicted (mean over layers and seeds)"] = {
             f"η={a:g} λ={b:g}": {k: _r(v, 3) for k, v in row.items()} for (a, b), row in g.iterrows()}

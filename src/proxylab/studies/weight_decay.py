@@ -96,14 +96,14 @@ SIZES = {
                   eq=[(1e-2, 3.0)], eq_steps=100, eq_seeds=[0, 1],
                   lawn_batch=[16, 64], lawn_steps=30, free=10, lawn_seeds=[0, 1], threads=1),
     "quick": dict(lrs=[3e-3, 1e-2, 3e-2, 1e-1],
-                  lams={"l2": [1e-4, 1e-3, 1e-2, 1e-1], "decoupled": [0.03, 0.1, 0.3, 1.0],
+                  lams={"l2": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1], "decoupled": [0.03, 0.1, 0.3, 1.0],
                         "independent": [1e-4, 1e-3, 3e-3, 1e-2]}, grid_steps=800,
                   grid_seeds=[0, 1, 2], lm=dict(width=32, depth=2, seq=32, steps=600, lr=1e-2,
                                                 eval_batches=32), lm_seeds=[0, 1, 2],
                   eq=[(1e-2, 1.0), (3e-3, 1.0), (1e-2, 0.3)], eq_steps=1500, eq_seeds=[0, 1, 2],
                   lawn_batch=[32, 512], lawn_steps=600, free=150, lawn_seeds=[0, 1, 2]),
     "full": dict(lrs=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1],
-                 lams={"l2": [1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
+                 lams={"l2": [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1],
                        "decoupled": [0.01, 0.03, 0.1, 0.3, 1.0],
                        "independent": [3e-5, 1e-4, 1e-3, 3e-3, 1e-2]}, grid_steps=1500,
                  grid_seeds=[0, 1, 2], lm=dict(width=64, depth=2, seq=64, steps=1200, lr=6e-3,
@@ -130,7 +130,8 @@ def sweeps(size: str) -> list[SweepSpec]:
     digits = {"task.name": "digits", "task.train_frac": 0.5, "model.name": "mlp",
               "model.width": 64, "model.depth": 2, "model.scale_inv": True,
               "optim.name": "adamw", "optim.beta2": 0.95, "train.batch_size": 32, **thr}
-    pairs = [(mode, lam) for mode in MODES for lam in s["lams"][mode]]
+    # (mode, λ) pairs; one λ = 0 reference per LR and seed (under "decoupled": any mode)
+    pairs = [(mode, lam) for mode in MODES for lam in s["lams"][mode]] + [("decoupled", 0.0)]
     grid = SweepSpec(name=_name("grid", size), seeds=s["grid_seeds"],
                      base={**digits, "schedule.name": "cosine", "schedule.warmup": 0.05,
                            "train.steps": s["grid_steps"], "train.eval_every": s["grid_steps"],
@@ -216,8 +217,9 @@ def seed_verdict(claim: Claim, per_seed, stat, evidence: dict, reason: str = "")
         return not_measured(claim, "no finished runs", evidence)
     est, lo, hi = bootstrap(lambda i: stat(arr[i.astype(int)]), np.arange(n), n_boot=1000)
     per = [stat(arr[[k]]) for k in range(n)]
+    finite = [v for v in per if math.isfinite(v)]
     ev = {**evidence, "bootstrap_unit": SEED, "per_seed": [_r(v) for v in per],
-          "seed_std": _r(float(np.nanstd(per, ddof=1))) if n > 1 else None}
+          "seed_std": _r(float(np.std(finite, ddof=1))) if len(finite) > 1 else None}
     return decide(claim, est, lo, hi, n=n, evidence=ev, reason_extra=reason)
 
 
@@ -247,8 +249,8 @@ def grid_verdict(t: pd.DataFrame) -> dict:
         return not_measured(CLAIMS["1a"], "the grid sweep has no finished runs")
     cubes = {}
     for mode in ("l2", "independent"):
-        sub = t[t["optim.wd_mode"] == mode]
-        arr, cols = _cube(sub, [LR, WD], "loss")
+        sub = t[(t["optim.wd_mode"] == mode) & (t[WD] > 0)]
+        arr, _ = _cube(sub, [LR, WD], "loss")
         lrs, lams = sorted(sub[LR].unique()), sorted(sub[WD].unique())
         cubes[mode] = (arr.reshape(len(arr), len(lrs), len(lams)), lrs, lams)
     both = np.concatenate([cubes[m][0].reshape(len(cubes[m][0]), -1) for m in cubes], axis=1)
@@ -259,21 +261,24 @@ def grid_verdict(t: pd.DataFrame) -> dict:
         part = rows[:, :split] if mode == "l2" else rows[:, split:]
         return np.nanmean(part.reshape(len(rows), len(lrs), len(lams)), axis=0), lrs, lams
 
-    def slope(rows, mode):
+    def slope(rows, mode):           # optima at a grid end only bound λ*: left out
         g, lrs, lams = mean_grid(rows, mode)
-        w, _, _ = wa.optimal_wd_grid(lams, g)
-        return wa.log_slope(lrs, w)
+        w, _, e = wa.optimal_wd_grid(lams, g)
+        return wa.interior_slope(lrs, w, e)
 
     def best(rows, mode):
         return float(np.nanmin(mean_grid(rows, mode)[0]))
     opt = grid_optima(t)
     ev = {f"optimum {m}": d.round(6).to_dict("records") for m, d in opt.items()}
-    ev.update({f"slope {m}": _r(wa.log_slope(d["lr"], d["wd_opt"]), 3) for m, d in opt.items()})
-    ev.update({f"best loss {m}": _r(wa.best_loss(t[t["optim.wd_mode"] == m], keys=[LR, WD]))
-               for m in MODES})
-    ev["note"] = ("torch-form AdamW (decoupled) decays by η·λ per step, so its λ* should move "
-                  "like 1/η (slope -1); the L&H form (independent) decays by s_t·λ; 'edge' "
-                  "marks an optimum at the end of the λ grid")
+    ev.update({f"slope {m}": _r(wa.interior_slope(d["lr"], d["wd_opt"], d["edge"]), 3)
+               for m, d in opt.items()})
+    ev.update({f"best loss {m}": _r(wa.best_loss(t[(t["optim.wd_mode"] == m) & (t[WD] > 0)],
+                                                 keys=[LR, WD])) for m in MODES})
+    zero = t[t[WD] == 0].groupby(LR)["loss"].mean()
+    ev["loss at λ=0 per LR"] = {f"{k:g}": _r(v) for k, v in zero.items()}
+    ev["note"] = ("slopes use only LRs whose optimum is inside the λ grid ('edge' marks one at "
+                  "a grid end); torch-form AdamW (decoupled) decays by η·λ per step, so its λ* "
+                  "should move like 1/η (slope -1); the L&H form (independent) by s_t·λ")
     a = seed_verdict(CLAIMS["1a"], both,
                      lambda r: abs(slope(r, "l2")) - abs(slope(r, "independent")), ev)
     b = seed_verdict(CLAIMS["1b"], both, lambda r: best(r, "independent") - best(r, "l2"), {})
@@ -285,16 +290,18 @@ def equilibrium_table(store, spec) -> pd.DataFrame:
     """Per run and hidden tensor: measured/predicted norm and angle after 3/(ηλ) steps, and
     the fitted relaxation time of ‖w‖² against 1/(2ηλ)."""
     runs = runs_frame(store, spec)
-    m = series(store, spec, prefix=("wd/row_norm/", "wd/row_angle/"))
+    m = series(store, spec, prefix=("wd/row_norm/", "wd/row_angle/", "opt/update_rms/"))
     rows = []
     for _, r in runs.iterrows():
         lr, lam, b1 = float(r[LR]), float(r[WD]), float(r.get("optim.beta1", 0.9))
         mr = m[m["run_id"] == r["run_id"]]
+        start = 3 * wa.relaxation_time(lr, lam)
         for key, norm in mr[mr["key"].str.startswith("wd/row_norm/")].groupby("key"):
             tensor = key.split("/", 2)[2]
             norm = norm.sort_values("step")
             ang = mr[mr["key"] == f"wd/row_angle/{tensor}"].sort_values("step")
-            start = 3 * wa.relaxation_time(lr, lam)
+            u = mr[mr["key"] == f"opt/update_rms/{tensor}"]
+            rms = float(u[u["step"] >= start]["value"].mean()) if len(u) else math.nan
             pn = wa.equilibrium_norm_adamw(lr, lam, 64)    # fan-in: 64 pixels, then width 64
             pa = wa.equilibrium_angle_adamw(lr, lam, b1)
             _, _, tau = wa.fit_relaxation(norm["step"], norm["value"] ** 2)
@@ -302,20 +309,26 @@ def equilibrium_table(store, spec) -> pd.DataFrame:
                          "norm_ratio": wa.tail_ratio(norm["step"], norm["value"], pn, start),
                          "angle_ratio": wa.tail_ratio(ang["step"], ang["value"], pa, start),
                          "pred_norm": pn, "pred_angle": pa, "tau_fit": tau,
-                         "tau_pred": 1 / (2 * lr * lam)})
+                         "tau_pred": 1 / (2 * lr * lam), "update_rms": rms,
+                         # the noise model's long-run update RMS is 1 (per step
+                         # sqrt((1-β1)/(1+β1)) with momentum): what this run had instead
+                         "rms_vs_noise_model": rms / math.sqrt((1 - b1) / (1 + b1))})
     return pd.DataFrame(rows)
 
 
 def equilibrium_verdict(t: pd.DataFrame) -> dict:
     if not len(t):
         return not_measured(CLAIMS["2n"], "no equilibrium runs with probes")
-    pts = t.groupby([LR, WD, "tensor"])[["norm_ratio", "angle_ratio", "tau_fit", "tau_pred"]]
+    pts = t.groupby([LR, WD, "tensor"])[["norm_ratio", "angle_ratio", "tau_fit", "tau_pred",
+                                          "update_rms", "rms_vs_noise_model"]]
     ev = {"points": [{"lr": k[0], "wd": k[1], "tensor": k[2],
                       **{col: _r(v, 3) for col, v in row.items()}}
                      for k, row in pts.mean().iterrows()],
           "window": "mean over probe steps t >= 3/(ηλ) (to the end of the run)",
           "formulas": "norm sqrt(ηC/2λ), C = fan-in 64; one-step angle sqrt(2ηλ(1-β1)/(1+β1)), "
-                      "β1 = 0.9; τ: fit of ‖w‖² to a + b·exp(-t/τ), predicted 1/(2ηλ)"}
+                      "β1 = 0.9; τ: fit of ‖w‖² to a + b·exp(-t/τ), predicted 1/(2ηλ); "
+                      "update_rms: Adam's per-step update RMS in the window, and its ratio to "
+                      "the random-walk model's sqrt((1-β1)/(1+β1)) (the norm formula assumes 1)"}
     worst = lambda r: float(np.nanmax(np.abs(np.nanmean(r, axis=0) - 1)))  # noqa: E731
     return combine(CLAIMS["2n"].text, {
         "norm": seed_verdict(CLAIMS["2n"], _cube(t, [LR, WD, "tensor"], "norm_ratio")[0],
