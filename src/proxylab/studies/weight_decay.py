@@ -330,11 +330,12 @@ def equilibrium_verdict(t: pd.DataFrame) -> dict:
                       "update_rms: Adam's per-step update RMS in the window, and its ratio to "
                       "the random-walk model's sqrt((1-β1)/(1+β1)) (the norm formula assumes 1)"}
     worst = lambda r: float(np.nanmax(np.abs(np.nanmean(r, axis=0) - 1)))  # noqa: E731
+    zipped = t.set_index([LR, WD, "tensor"]).index.unique()     # the cells that were run
+    cube = lambda col: _cube(t, [LR, WD, "tensor"], col)  # noqa: E731
+    cells = lambda col: cube(col)[0][:, cube(col)[1].isin(zipped)]  # noqa: E731
     return combine(CLAIMS["2n"].text, {
-        "norm": seed_verdict(CLAIMS["2n"], _cube(t, [LR, WD, "tensor"], "norm_ratio")[0],
-                             worst, ev),
-        "angle": seed_verdict(CLAIMS["2a"], _cube(t, [LR, WD, "tensor"], "angle_ratio")[0],
-                              worst, {})})
+        "norm": seed_verdict(CLAIMS["2n"], cells("norm_ratio"), worst, ev),
+        "angle": seed_verdict(CLAIMS["2a"], cells("angle_ratio"), worst, {})})
 
 
 def lm_table(store, spec) -> pd.DataFrame:
