@@ -116,7 +116,8 @@ def equilibrium(m: pd.DataFrame, runs: pd.DataFrame, table: pd.DataFrame, out_di
                                                   for t, s in styles.items()), title_fontsize=7)
         g = table.groupby([LR, WD])[["norm_ratio", "angle_ratio"]].mean()
         numbers["measured/predicted (mean over layers and seeds)"] = {
-            f"η={a:g} λ={b:g}": {k: _r(v, 3) for k, v in row.items()} for (a, b), row in g.iterrows()}
+            f"η={a:g} λ={b:g}": {k: _r(v, 3) for k, v in row.items()}
+            for (a, b), row in g.iterrows()}
     name = _save(fig, out_dir, "weight_decay_equilibrium.png")
     return {name: {"question": "Do scale-invariant weights settle at the predicted equilibrium "
                                "norm and angular update, and how fast?",

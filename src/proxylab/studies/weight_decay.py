@@ -4,7 +4,8 @@ Four sweeps, every point once per seed:
 
 - ``weight-decay-grid``: peak LR × λ for Adam + L2, AdamW in torch's form (decay η_t·λ)
   and AdamW in Loshchilov & Hutter's form (decay s_t·λ, ``wd_mode="independent"``), each
-  mode with its own λ range (zipped: the three λ's mean different things). Model: the 8×8-digits MLP with scale-invariant hidden layers (``model.scale_inv``:
+  mode with its own λ range (zipped: the three λ's mean different things), plus λ = 0.
+  Model: the 8×8-digits MLP with scale-invariant hidden layers (``model.scale_inv``:
   unit-norm weight rows, the per-neuron analogue of the BatchNorm of L&H's ResNets); loss =
   final validation loss on the 899 held-out digits.
 - ``weight-decay-lm``: the byte-level GPT proxy, schedule (constant, cosine) × λ ∈ {0, λ₁,
@@ -64,7 +65,8 @@ CLAIMS = {
                 effect="largest seed-averaged |measured/predicted - 1| of the one-step angle "
                        "over (η, λ) points and hidden layers", direction="less", margin=0.2,
                 unit="ratio"),
-    # D'Angelo et al. find both λ = 0.1 and 0.3 lower the final loss: one part per λ
+    # D'Angelo et al. find both λ = 0.1 and 0.3 lower the final loss: one part per λ (both
+    # λ's required; fixed after a two-seed pilot had shown the second one failing)
     "3a": Claim(text="[3] With a decaying (cosine) schedule, weight decay lowers the final "
                      "training loss of the LM (D'Angelo et al. 2024)",
                 effect="final train loss, λ minus λ=0, cosine", direction="less",
@@ -236,8 +238,10 @@ def _cube(df: pd.DataFrame, index: list[str], value: str) -> tuple[np.ndarray, p
 def verdicts(store, specs: list[SweepSpec]) -> list[dict]:
     """Five verdicts; ``specs`` in the order of :func:`sweeps`."""
     grid, lm, eq, lawn = specs
-    return [grid_verdict(grid_table(store, grid)), equilibrium_verdict(equilibrium_table(store, eq)),
-            *lm_verdicts(lm_table(store, lm)), lawn_verdict(lawn_table(store, lawn, lawn_switch(lawn)))]
+    return [grid_verdict(grid_table(store, grid)),
+            equilibrium_verdict(equilibrium_table(store, eq)),
+            *lm_verdicts(lm_table(store, lm)),
+            lawn_verdict(lawn_table(store, lawn, lawn_switch(lawn)))]
 
 
 def grid_optima(t: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -325,7 +329,8 @@ def equilibrium_verdict(t: pd.DataFrame) -> dict:
                       **{col: _r(v, 3) for col, v in row.items()}}
                      for k, row in pts.mean().iterrows()],
           "window": "mean over probe steps t >= 3/(ηλ) (to the end of the run)",
-          "formulas": "norm sqrt(ηC/2λ), C = fan-in 64; one-step angle sqrt(2ηλ(1-β1)/(1+β1)), "
+          "formulas": "norm sqrt(ηC/2λ), C = fan-in 64; one-step angle "
+                      "sqrt(2ηλ(1-β1)/(1+β1)), "
                       "β1 = 0.9; τ: fit of ‖w‖² to a + b·exp(-t/τ), predicted 1/(2ηλ); "
                       "update_rms: Adam's per-step update RMS in the window, and its ratio to "
                       "the random-walk model's sqrt((1-β1)/(1+β1)) (the norm formula assumes 1)"}

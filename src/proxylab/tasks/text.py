@@ -90,7 +90,8 @@ class TextTask(Task):
         counts = np.zeros(self.vocab_size, dtype=np.int64)
         for seg in self._train.segments:
             for i in range(0, len(seg), 1 << 24):
-                counts += np.bincount(np.asarray(seg[i:i + (1 << 24)]), minlength=self.vocab_size)[:self.vocab_size]
+                chunk = np.asarray(seg[i:i + (1 << 24)])
+                counts += np.bincount(chunk, minlength=self.vocab_size)[:self.vocab_size]
         return counts
 
 

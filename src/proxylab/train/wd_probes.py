@@ -105,7 +105,8 @@ class WDProbes:
 
         self.weights, self.n_buckets = weights, n_buckets
         roles = infer_roles(model)
-        self.tensors = {n: p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
+        self.tensors = {n: p for n, p in model.named_parameters()
+                        if p.requires_grad and p.ndim >= 2}
         self.hidden = {n for n in self.tensors if roles.get(n) == "hidden"}
         self.head = [n for n in self.tensors if roles.get(n) == "head"]
         self.invariant = set(scale_invariant_names(model)) & set(self.tensors)
