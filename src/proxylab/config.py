@@ -146,7 +146,7 @@ class TrainConfig:
                                       doc="checkpoints: also keep every step that is a multiple of N; 0 = none")
     noise_scale_every: int = _opt(0, lo=0, added=True,
                                   doc="gradient noise scale probe (two-batch B_simple) every N steps, "
-                                      "one extra forward/backward each; 0 = off (e.g. 10)")
+                                      "one extra forward/backward each; 0 = off (e.g. 25: ~1-2.5% of step time)")
     noise_scale_small: int = _opt(0, lo=0, added=True,
                                   doc="noise scale: B_small (a sub-batch of the training batch); "
                                       "0 = train.batch_size // 8")

@@ -29,6 +29,9 @@ QUESTIONS = {
 }
 
 
+UNITS = {"text": "sequences of 32 bytes", "digits": "images"}
+
+
 def _label(task, width):
     return f"{task} (width {width})"
 
@@ -66,7 +69,7 @@ def draw(t: dict, out_dir) -> dict:
                         # S_min held at its fit; the curve through B_crit's 90% bound
                         series.append(Series(f"{tg} B_crit 90% {tag} ({bc:.3g})", list(grid),
                                              list(steps_law(grid, f["s_min"], bc)), "--", COLORS[tg]))
-        panels.append(Panel(title=_label(task, width), xlabel="batch size B (examples)",
+        panels.append(Panel(title=_label(task, width), xlabel=f"batch size B ({UNITS.get(task, 'examples')})",
                             ylabel="steps to target", xlog=True, ylog=True, series=series))
     notes["batch_size_steps_vs_batch.png"] = draw_panels(out_dir / "batch_size_steps_vs_batch.png",
                                                          panels, ncols=2, panel_size=(5.2, 4.0))
@@ -108,7 +111,8 @@ def draw(t: dict, out_dir) -> dict:
         hl = [(sc[((task, width), tg)]["fit"]["b_crit"], f"B_crit {tg}") for tg in ("D1", "D2")
               if sc[((task, width), tg)] is not None and math.isfinite(sc[((task, width), tg)]["fit"]["b_crit"])]
         panels.append(Panel(title=f"{_label(task, width)}: B_simple (EMA ratio), best LR, seed 0",
-                            xlabel="examples seen", ylabel="B_simple (examples)", xlog=True, ylog=True,
+                            xlabel=f"{UNITS.get(task, 'examples')} seen", ylabel="B_simple (examples)",
+                            xlog=True, ylog=True,
                             series=series, hlines=hl))
     notes["batch_size_b_simple.png"] = draw_panels(out_dir / "batch_size_b_simple.png", panels)
 
@@ -152,7 +156,7 @@ def _critical_vs_data(t: dict, sc: dict, path) -> dict:
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=_label(task, width))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("data budget D (examples seen by the smallest batch)")
+    ax.set_xlabel("data budget D (examples seen by the smallest batch: text sequences, digit images)")
     ax.set_ylabel("B_crit (examples), 90% fit interval")
     ax.set_title("Critical batch size vs data budget and width")
     ax.grid(alpha=0.3)
