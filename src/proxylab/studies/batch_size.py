@@ -294,7 +294,7 @@ def claim_data_and_width(t: dict) -> dict:
             Claim(text=f"{task}: B_crit at D2 = 4 D1 exceeds B_crit at D1",
                   effect="log10(B_crit(D2) / B_crit(D1))", direction="greater", margin=0.1,
                   unit="decades"),
-            d["table"], lambda x: log_ratio(scaling(x, "D2")["fit"]["b_crit"], scaling(x, "D1")["fit"]["b_crit"]),
+            d["table"], lambda x: log_ratio(_b_crit(x, "D2"), _b_crit(x, "D1")),
             {k: _scaling_evidence(scaling(d["table"], k), d["targets"], k) for k in ("D1", "D2")})
         claim_w = Claim(text=f"{task}: B_crit at D2 changes by less than x1.5 when the width doubles",
                         effect="log10(B_crit(2w) / B_crit(w)) at D2", direction="within",
@@ -313,6 +313,15 @@ def claim_data_and_width(t: dict) -> dict:
             f"width_{w}": _scaling_evidence(scaling(dd["table"], "D2"), dd["targets"], "D2")
             for w, dd in ((widths[0], d), (widths[1], wide))})
     return combine(text, parts)
+
+
+def _b_crit(tab: pd.DataFrame, target: str) -> float:
+    return scaling(tab, target)["fit"]["b_crit"]
+
+
+def _lr_fall(tab: pd.DataFrame) -> float:
+    best = scaling(tab, "D1")["best"]
+    return lr_trend(best[B], best["lr_opt"])["fall"]
 
 
 def claim_surge(base: dict, margin: float = 0.15) -> dict:
@@ -340,7 +349,7 @@ def claim_surge(base: dict, margin: float = 0.15) -> dict:
                                               "after the peak is not measured", evidence)
             continue
         parts[task] = _verdict(
-            claim, d["table"], lambda x: lr_trend(*(lambda b: (b[B], b["lr_opt"]))(scaling(x, "D1")["best"]))["fall"],
+            claim, d["table"], _lr_fall,
             evidence)
     return combine(text, parts)
 

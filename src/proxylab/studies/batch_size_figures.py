@@ -108,8 +108,8 @@ def draw(t: dict, out_dir) -> dict:
                     if len(c):
                         series.append(Series(f"B={b:g} LR={lr:.2g}", list(c["step"] * b),
                                              list(c["value"]), "-"))
-        hl = [(sc[((task, width), tg)]["fit"]["b_crit"], f"B_crit {tg}") for tg in ("D1", "D2")
-              if sc[((task, width), tg)] is not None and math.isfinite(sc[((task, width), tg)]["fit"]["b_crit"])]
+        fits = {tg: sc[((task, width), tg)]["fit"] for tg in ("D1", "D2") if sc[((task, width), tg)]}
+        hl = [(f["b_crit"], f"B_crit {tg}") for tg, f in fits.items() if math.isfinite(f["b_crit"])]
         panels.append(Panel(title=f"{_label(task, width)}: B_simple (EMA ratio), best LR, seed 0",
                             xlabel=f"{UNITS.get(task, 'examples')} seen", ylabel="B_simple (examples)",
                             xlog=True, ylog=True,
@@ -124,14 +124,16 @@ def draw(t: dict, out_dir) -> dict:
             if s is None:
                 continue
             best = s["best"].dropna(subset=["lr_opt"])
-            series.append(Series(f"{tg} fitted optimum", list(best[B]), list(best["lr_opt"]), "o-", COLORS[tg]))
+            series.append(Series(f"{tg} fitted optimum", list(best[B]), list(best["lr_opt"]), "o-",
+                                 COLORS[tg]))
         lrs = sorted(d["table"][LR].unique()) if len(d["table"]) else []
         panels.append(Panel(title=f"{_label(task, width)} (grid {', '.join(f'{v:.2g}' for v in lrs)})",
                             xlabel="batch size B", ylabel="LR with the fewest steps to target",
                             xlog=True, ylog=True, series=series))
     notes["batch_size_optimal_lr.png"] = draw_panels(out_dir / "batch_size_optimal_lr.png", panels)
 
-    notes["batch_size_critical_vs_data.png"] = _critical_vs_data(t, sc, out_dir / "batch_size_critical_vs_data.png")
+    notes["batch_size_critical_vs_data.png"] = _critical_vs_data(
+        t, sc, out_dir / "batch_size_critical_vs_data.png")
     return {f: {"question": QUESTIONS[f], "numbers": n} for f, n in notes.items()}
 
 
