@@ -140,3 +140,13 @@ def test_to_target_best_lr_mean_curve_and_cost_ratio():
     assert cost_ratio(miss, {"steps": 10.0, "run_steps": 20.0}) == pytest.approx(2.0)
     assert math.isnan(cost_ratio(r, miss))       # the reference missed: no ratio
     assert math.isnan(to_target(runs.iloc[0:0], curves, 3.0)["steps"])
+
+
+def test_to_target_ragged_curves_align_on_steps():
+    from proxylab.analysis.optimizers import to_target
+    runs = pd.DataFrame({"run_id": ["a", "b"], "optim.lr": [1e-3, 1e-3], "loss": [2.0, 2.0]})
+    # b stopped after step 10: step 20's mean is a's value alone
+    curves = {"a": ([0, 10, 20], [4.0, 3.0, 2.0]), "b": ([0, 10], [4.0, 2.0])}
+    r = to_target(runs, curves, 2.25)
+    assert r["steps"] == pytest.approx(15.0) and r["run_steps"] == 20.0   # mean 4.0, 2.5, 2.0
+    assert to_target(runs, curves, 2.5)["steps"] == pytest.approx(10.0)

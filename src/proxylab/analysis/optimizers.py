@@ -198,10 +198,15 @@ def to_target(runs: pd.DataFrame, curves: dict, target: float, lr_key: str = "op
     ids = [r for r in runs.loc[runs[lr_key] == lr, "run_id"] if r in curves]
     if not ids:
         return {**nan, "lr": float(lr)}
-    mean = pd.concat([pd.Series(curves[r][1], index=curves[r][0]) for r in ids],
-                     axis=1).mean(axis=1).sort_index()
-    return {"steps": first_crossing(mean.index.to_numpy(float), mean.to_numpy(float), target),
-            "run_steps": float(mean.index.max()), "lr": float(lr), "n_runs": len(ids)}
+    first = np.asarray(curves[ids[0]][0], dtype=float)
+    if all(np.array_equal(np.asarray(curves[r][0], dtype=float), first) for r in ids):
+        x, y = first, np.mean([np.asarray(curves[r][1], dtype=float) for r in ids], axis=0)
+    else:                                       # ragged (a run stopped early): align on steps
+        mean = pd.concat([pd.Series(curves[r][1], index=curves[r][0]) for r in ids],
+                         axis=1).mean(axis=1).sort_index()
+        x, y = mean.index.to_numpy(float), mean.to_numpy(float)
+    return {"steps": first_crossing(x, y, target), "run_steps": float(x.max()), "lr": float(lr),
+            "n_runs": len(ids)}
 
 
 def cost_ratio(arm: dict, ref: dict, arm_cost_per_step: float = 1.0,
