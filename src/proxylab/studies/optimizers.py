@@ -81,7 +81,7 @@ def arm_label(name: str, extra) -> str:
 
 STEPS = {"smoke": {"gpt-s": 16, "gpt-m": 16, "digits": 16},
          "quick": {"gpt-s": 150, "gpt-m": 200, "digits": 150},
-         "full": {"gpt-s": 400, "gpt-m": 600, "digits": 400}}
+         "full": {"gpt-s": 400, "gpt-m": 400, "digits": 400}}
 SEEDS = {"smoke": [0], "quick": [0, 1, 2], "full": [0, 1, 2]}
 FEW_SEEDS = {"smoke": [0], "quick": [0, 1], "full": [0, 1, 2]}
 # LR grids: default * 10^(k/2), k in these half-decade steps
@@ -260,8 +260,11 @@ def _decide(claim: Claim, df: pd.DataFrame, stat, *, per_run: bool = False, **ev
         est, lo, hi, n = bootstrap_runs(df, stat, unit="train.seed", n_boot=200)
     else:
         cube = SeedCube(df)
-        est, lo, hi = bootstrap(lambda s: stat(cube.view(s)), cube.seeds, n_boot=1000)
         n = len(cube.seeds)
+        if n < 2:                  # one seed: no interval to draw (decide says inconclusive)
+            est, lo, hi = float(stat(cube.view(cube.seeds))), math.nan, math.nan
+        else:
+            est, lo, hi = bootstrap(lambda s: stat(cube.view(s)), cube.seeds, n_boot=1000)
     seed_std = df.groupby(["arm", "optim.lr"])["loss"].std(ddof=1)
     return decide(claim, est, lo, hi, n=n, evidence={
         "bootstrap_unit": "train.seed", "seeds": sorted(df["train.seed"].unique().tolist()),
