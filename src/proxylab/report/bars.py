@@ -12,11 +12,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from proxylab.report.panels import panel_grid, save_grid
 
 
 @dataclass
@@ -44,11 +42,7 @@ def draw_bars(path: str | Path, panels: list[BarPanel], *, ncols: int = 1,
               panel_size: tuple[float, float] = (8.0, 3.4), suptitle: str = "") -> dict:
     """Draw the panels; returns ``{"panel | group": {category: value or None}}``."""
     numbers: dict = {}
-    n = max(len(panels), 1)
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                             dpi=110, squeeze=False)
+    fig, axes = panel_grid(len(panels), ncols, panel_size)
     for ax, p in zip(axes.flat, panels):
         k = max(len(p.groups), 1)
         width = 0.8 / k
@@ -74,11 +68,5 @@ def draw_bars(path: str | Path, panels: list[BarPanel], *, ncols: int = 1,
         ax.grid(alpha=0.3, axis="y")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
-    if suptitle:
-        fig.suptitle(suptitle)
-    fig.tight_layout()
-    fig.savefig(Path(path))
-    plt.close(fig)
+    save_grid(fig, axes, len(panels), path, suptitle)
     return numbers

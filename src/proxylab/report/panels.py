@@ -46,11 +46,7 @@ def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
     Returns the numbers drawn, ``{"panel title | series label": [[x, y], ...]}`` (and
     each horizontal line's value), for the report to show beside the figure."""
     numbers: dict[str, list | float] = {}
-    n = max(len(panels), 1)
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
-                             dpi=110, squeeze=False)
+    fig, axes = panel_grid(len(panels), ncols, panel_size)
     for ax, panel in zip(axes.flat, panels):
         for s in panel.series:
             pts = [(x, y) for x, y in zip(s.x, s.y)
@@ -78,14 +74,28 @@ def draw_panels(path: str | Path, panels: list[Panel], *, ncols: int = 2,
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(panels):]:
+    save_grid(fig, axes, len(panels), path, suptitle)
+    return numbers
+
+
+def panel_grid(n: int, ncols: int, panel_size: tuple[float, float]):
+    """A figure with ``n`` panels on ``ncols`` columns: ``(fig, axes)`` with axes 2-D."""
+    n = max(n, 1)
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    return plt.subplots(nrows, ncols, figsize=(panel_size[0] * ncols, panel_size[1] * nrows),
+                        dpi=110, squeeze=False)
+
+
+def save_grid(fig, axes, n_used: int, path: str | Path, suptitle: str = "") -> None:
+    """Blank the unused panels, title, lay out, save the PNG at ``path`` and free the figure."""
+    for ax in list(axes.flat)[n_used:]:
         ax.axis("off")
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     fig.savefig(Path(path))
     plt.close(fig)
-    return numbers
 
 
 def _r(v: float) -> float:

@@ -1,7 +1,7 @@
 """A finite table of examples split once into a training set and a held-out set.
 
-The shared machinery of the algorithmic tasks other than ``modular`` (``sparse_parity``,
-``s5``): the subclass builds every example as ``x = tokens, y = [-100, ..., -100, answer]``
+The shared machinery of the algorithmic tasks (``modular``, ``sparse_parity``, ``s5``): the
+subclass builds every example as ``x = tokens, y = [-100, ..., -100, answer]``
 in an order drawn from the run seed, and :meth:`HeldOutTask._split` keeps the first
 ``train_frac`` of them for training and the rest for validation. As in the modular task,
 ``train_batch`` draws training examples with replacement (or returns the whole training set

@@ -22,7 +22,8 @@ from typing import Any
 import torch
 
 from proxylab.config import ConfigError, TaskConfig
-from proxylab.tasks.base import IGNORE, Batch, Task
+from proxylab.tasks.base import IGNORE, Batch
+from proxylab.tasks.heldout import HeldOutTask, answer_targets
 
 OPS = ("+", "-", "*", "/", "x2+y2")
 
@@ -48,8 +49,7 @@ def modular_answer(a: torch.Tensor, b: torch.Tensor, p: int, op: str) -> torch.T
     raise ConfigError(f"task.op: {op!r} is not allowed; choose one of {', '.join(map(repr, OPS))}")
 
 
-class ModularTask(Task):
-    has_accuracy = True
+class ModularTask(HeldOutTask):
     seq_len = 4
 
     def __init__(self, cfg: TaskConfig, *, seed: int):
@@ -66,21 +66,13 @@ class ModularTask(Task):
         if op == "/":
             keep = b != 0
             a, b = a[keep], b[keep]
-        n = len(a)
-        n_train = int(cfg.train_frac * n)
-        if not 1 <= n_train < n:
-            raise ConfigError(
-                f"task.train_frac: {cfg.train_frac} gives {n_train} training pairs of {n} "
-                f"(p={p}, op={op!r}); both train and validation need at least one pair")
         gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(n, generator=gen)
+        order = torch.randperm(len(a), generator=gen)
         c = modular_answer(a, b, p, op)
         x = torch.stack([a, torch.full_like(a, p), b, torch.full_like(a, p + 1)], dim=1)
-        y = torch.full_like(x, IGNORE)
-        y[:, 3] = c
-        tr, va = order[:n_train], order[n_train:]
-        self._x_train, self._y_train = x[tr], y[tr]
-        self._x_val, self._y_val = x[va], y[va]
+        self._split(x[order], answer_targets(x, c, IGNORE)[order], cfg.train_frac,
+                    f"pairs, p={p}, op={op!r}")
+        n_train = len(self._x_train)
         self.corrupt_frac = cfg.corrupt_frac
         self.n_corrupt = round(cfg.corrupt_frac * n_train)
         if self.n_corrupt:
@@ -90,14 +82,13 @@ class ModularTask(Task):
             self._y_train = self._y_train.clone()
             self._y_train[:self.n_corrupt, 3] = (self._y_true_corrupt[:, 3] + shift) % p
         # the data is the SET of training pairs (sorted), whatever order they were drawn in
-        pair_ids = (a[tr] * p + b[tr]).sort().values
+        pair_ids = (self._x_train[:, 0] * p + self._x_train[:, 2]).sort().values
         h = hashlib.sha256(f"proxylab-modular\0{p}\0{op}\0".encode())
         h.update(pair_ids.numpy().astype("<i8").tobytes())
         if self.n_corrupt:   # the labels are data too
             h.update(b"corrupt\0" + (self._x_train[:, 0] * p + self._x_train[:, 2]).numpy()
                      .astype("<i8").tobytes() + self._y_train[:, 3].numpy().astype("<i8").tobytes())
         self.fingerprint = h.hexdigest()
-        self._val_cache: dict[int, list[Batch]] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"task": "modular", "source": "modular", "p": self.p, "op": self.op,
@@ -115,20 +106,3 @@ class ModularTask(Task):
         return {"train_clean": [(self._x_train[k:], self._y_train[k:])],
                 "train_corrupt": [(self._x_train[:k], self._y_train[:k])],
                 "train_corrupt_true": [(self._x_train[:k], self._y_true_corrupt)]}
-
-    def train_batch(self, batch_size: int, gen: torch.Generator) -> Batch:
-        """Pairs drawn with replacement; with ``full_batch`` the whole training set (the
-        same tensors every step: do not modify them in place)."""
-        if self.full_batch:
-            return self._x_train, self._y_train
-        idx = torch.randint(len(self._x_train), (batch_size,), generator=gen)
-        return self._x_train[idx], self._y_train[idx]
-
-    def val_batches(self, batch_size: int, n: int) -> list[Batch]:
-        """The WHOLE validation set in chunks of ``batch_size``; ``n`` is ignored, so that
-        validation loss and accuracy are exact rather than estimated."""
-        if batch_size not in self._val_cache:
-            self._val_cache[batch_size] = [
-                (self._x_val[i:i + batch_size], self._y_val[i:i + batch_size])
-                for i in range(0, len(self._x_val), batch_size)]
-        return list(self._val_cache[batch_size])
