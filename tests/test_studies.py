@@ -66,7 +66,7 @@ def test_instability_smoke_study(tmp_path):
     for i in (3, 4, 6, 10):
         v = summary["verdicts"][i]
         assert v["status"] == "inconclusive" and "full form" in v["reason"], v
-    from proxylab.studies.instability import FIGURES
+    from proxylab.studies.instability_figures import FIGURES
     for png in FIGURES:
         assert (out / png).stat().st_size > 0, png
 
