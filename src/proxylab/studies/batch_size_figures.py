@@ -127,7 +127,7 @@ def draw(t: dict, out_dir) -> dict:
             series.append(Series(f"{tg} fitted optimum", list(best[B]), list(best["lr_opt"]), "o-",
                                  COLORS[tg]))
         lrs = sorted(d["table"][LR].unique()) if len(d["table"]) else []
-        panels.append(Panel(title=f"{_label(task, width)} (grid {', '.join(f'{v:.2g}' for v in lrs)})",
+        panels.append(Panel(title=f"{_label(task, width)}\nLR grid: {', '.join(f'{v:.2g}' for v in lrs)}",
                             xlabel="batch size B", ylabel="LR with the fewest steps to target",
                             xlog=True, ylog=True, series=series))
     notes["batch_size_optimal_lr.png"] = draw_panels(out_dir / "batch_size_optimal_lr.png", panels)
@@ -158,7 +158,7 @@ def _critical_vs_data(t: dict, sc: dict, path) -> dict:
             ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=_label(task, width))
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("data budget D (examples seen by the smallest batch: text sequences, digit images)")
+    ax.set_xlabel("data budget D (examples seen at the smallest batch:\ntext sequences or digit images)")
     ax.set_ylabel("B_crit (examples), 90% fit interval")
     ax.set_title("Critical batch size vs data budget and width")
     ax.grid(alpha=0.3)
