@@ -66,7 +66,7 @@ def test_instability_smoke_study(tmp_path):
     for i in (3, 4, 6, 10):
         v = summary["verdicts"][i]
         assert v["status"] == "inconclusive" and "full form" in v["reason"], v
-    from proxylab.studies.instability_figures import FIGURES
+    from proxylab.report.instability_figures import FIGURES
     for png in FIGURES:
         assert (out / png).stat().st_size > 0, png
 
@@ -128,7 +128,7 @@ def test_batch_size_smoke_study(tmp_path):
                 assert part["n"] == 2 and not name.endswith("_width"), (name, part)
     scaling = summary["verdicts"][0]["evidence"]["parts"]["text_fit"]
     assert scaling["batch"] == [4, 16, 32] and len(scaling["steps_best_over_lr"]) == 3
-    from proxylab.studies.batch_size_figures import QUESTIONS
+    from proxylab.report.batch_size_figures import QUESTIONS
     for png in QUESTIONS:
         assert (out / png).stat().st_size > 0, png
 
@@ -170,7 +170,7 @@ def test_optimizers_smoke_study(tmp_path):
     # claim 6 counts FLOPs per step with the optimizer's own: Muon's exceed AdamW's
     muon = summary["verdicts"][5]["evidence"]["parts"]["gpt-s flops"]
     assert muon["flops_per_step"] > muon["adamw_flops_per_step"] > 0
-    from proxylab.studies.optimizers_figures import FIGURES
+    from proxylab.report.optimizers_figures import FIGURES
     assert set(summary["figures"]) == set(FIGURES)
     for png in FIGURES:
         assert (out / png).stat().st_size > 0, png

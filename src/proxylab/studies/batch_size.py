@@ -355,6 +355,6 @@ def claim_surge(base: dict, margin: float = 0.15) -> dict:
 
 
 def figures(store, specs: list[SweepSpec], out_dir) -> dict:
-    from proxylab.studies.batch_size_figures import draw  # noqa: PLC0415
+    from proxylab.report.batch_size_figures import draw  # noqa: PLC0415
 
     return draw(tables(store, specs), out_dir)

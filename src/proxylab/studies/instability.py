@@ -482,11 +482,11 @@ def _table(df: pd.DataFrame, keys: list[str], column: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------
-# figures (drawn in instability_figures.py: LR curves per mitigation, max logit vs LR and
+# figures (drawn in report/instability_figures.py: LR curves per mitigation, max logit vs LR and
 # size, norm vs cosine, log Z over training, muP and the coord check, kappa, eps, early warning)
 
 
 def figures(store, specs: list[SweepSpec], out_dir) -> dict:
-    from proxylab.studies.instability_figures import draw  # noqa: PLC0415
+    from proxylab.report.instability_figures import draw  # noqa: PLC0415
 
     return draw(store, specs, out_dir)

@@ -465,11 +465,11 @@ def _ratio_claim(text: str, frames: dict, arm: str, units: list[str], extra: lis
 
 
 # ----------------------------------------------------------------------------------
-# figures (drawn in optimizers_figures.py: aligned LR curves, basin widths, strips,
+# figures (drawn in report/optimizers_figures.py: aligned LR curves, basin widths, strips,
 # preconditioning interval, steps/seconds/FLOPs to target, performance profiles)
 
 
 def figures(store, specs: list[SweepSpec], out_dir) -> dict:
-    from proxylab.studies.optimizers_figures import draw  # noqa: PLC0415
+    from proxylab.report.optimizers_figures import draw  # noqa: PLC0415
 
     return draw(store, specs, out_dir)
