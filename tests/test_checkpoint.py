@@ -172,3 +172,27 @@ def test_resume_after_kill_9_is_bit_identical(tmp_path):
     sa, sb = s.run(cfg.id)["summary"], r.run(cfg.id)["summary"]
     for k in ("final_train_loss", "final_val_loss", "final_val_acc", "tokens"):
         assert sa[k] == sb[k], k
+
+
+def test_stop_at_val_acc_ends_at_the_first_evaluation_past_the_goal(tmp_path, monkeypatch):
+    monkeypatch.setenv("PROXYLAB_CHECKPOINT_DIR", str(tmp_path / "ck"))
+    base = load_config(sets=SMALL + ["train.steps=200", "train.checkpoint_every=25"])
+    full = Collect()
+    train(base, full)
+    acc = {s: v for s, k, v in full.rows if k == "val/acc"}
+    goal = max(v for s, v in acc.items() if s > 0)              # reached part-way through
+    first = min(s for s, v in acc.items() if v >= goal)
+    assert 0 < first < 200
+    cfg = base.replace(**{"train.stop_at_val_acc": goal})
+    assert cfg.id != base.id
+    rep = Collect()
+    res = train(cfg, rep)
+    assert res.status == "done" and res.summary["stopped_early"]
+    assert res.summary["steps_done"] == first
+    assert res.summary["final_val_acc"] == acc[first]
+    # the stopped run's rows are the uninterrupted run's rows up to that step
+    assert _rows(rep.rows) == {k: v for k, v in _rows(full.rows).items() if k[0] <= first}
+    assert list_steps(cfg.id, None)[-1] == first                  # its last weights are on disk
+    assert not train(base.replace(**{"train.steps": 20}), Collect()).summary["stopped_early"]
+    with pytest.raises(ConfigError, match="stop_at_val_acc"):
+        load_config(sets=SMALL + ["train.stop_at_val_acc=1.5"])

@@ -132,6 +132,9 @@ class TrainConfig:
     device: str = _opt("auto", choices=("auto", "cpu", "cuda"), doc="auto = cuda when present")
     threads: int = _opt(0, lo=0, doc="torch threads; 0 = all cores inline, 1 per worker in pools")
     precision: str = _opt("fp32", choices=("fp32", "bf16"), doc="bf16 = autocast matmuls")
+    stop_at_val_acc: float = _opt(0.0, lo=0.0, hi=1.0, added=True,
+                                  doc="stop (status done) at the first evaluation with val/acc >= this "
+                                      "(tasks with accuracy; a final checkpoint is saved); 0 = off")
     loss: str = _opt("ce", choices=("ce", "mse"), added=True,
                      doc="training objective: cross-entropy, or MSE on one-hot targets (Doshi et al.)")
     ticket_from: str = _opt("", added=True,

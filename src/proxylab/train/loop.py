@@ -217,7 +217,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         rep.metrics([(0, k, v) for k, v in ev.items()] + [(0, "tokens", 0.0), (0, "wall_s", 0.0)])
         last_eval = ev
         best_val = init_loss
-    status, diverged_at, interval_losses = "done", None, []
+    status, diverged_at, interval_losses, stopped_early = "done", None, [], False
     step = 0
     if resumed is not None:   # continue right after the checkpoint's step
         step, tokens, train_time, init_loss, best_val, last_eval, interval_losses, ce_val = (
@@ -301,6 +301,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
                 status, diverged_at = "diverged", step
             best_val = min(best_val, last_eval["val/loss"]) if math.isfinite(last_eval["val/loss"]) else best_val
             rows += [(step, k, v) for k, v in last_eval.items()]
+            # train.stop_at_val_acc: the run has reached its goal (e.g. grokked); the rest of
+            # the budget would only spend CPU
+            stopped_early = 0 < tc.stop_at_val_acc <= last_eval.get("val/acc", -1.0) and step < tc.steps
             if wdp:   # val_bucket/*: validation loss per token-frequency bucket
                 rows += wdp.eval_rows(step, model, val, autocast)
         if rows:
@@ -308,10 +311,15 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         rep.progress(step, tc.steps)
         if status == "diverged":
             break
-        ckpt.maybe_save(step, model, opt, gen, {
+        loop_state = {
             "tokens": tokens, "train_time": train_time, "init_loss": init_loss, "best_val": best_val,
             "last_eval": last_eval, "interval_losses": interval_losses, "ce_val": ce_val,
-            "elapsed_s": time.perf_counter() - t_start})
+            "elapsed_s": time.perf_counter() - t_start}
+        ckpt.maybe_save(step, model, opt, gen, loop_state)
+        if stopped_early:       # its last weights on disk too (tickets and analyses read them)
+            if ckpt.enabled and step % ckpt.every:
+                ckpt.save(step, model, opt, gen, loop_state)
+            break
 
     summary = {
         "steps_done": step,
@@ -327,5 +335,6 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         "wall_s": time.perf_counter() - t_start,
         "n_params": n_params,
         "diverged_step": diverged_at,
+        "stopped_early": stopped_early,
     }
     return RunResult(run_id=run_id(cfg), status=status, summary=summary)
