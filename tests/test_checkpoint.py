@@ -196,3 +196,5 @@ def test_stop_at_val_acc_ends_at_the_first_evaluation_past_the_goal(tmp_path, mo
     assert not train(base.replace(**{"train.steps": 20}), Collect()).summary["stopped_early"]
     with pytest.raises(ConfigError, match="stop_at_val_acc"):
         load_config(sets=SMALL + ["train.stop_at_val_acc=1.5"])
+    with pytest.raises(ConfigError, match="stop_at_val_acc: task 'text' records no accuracy"):
+        load_config(sets=["task.name=text", "train.stop_at_val_acc=0.9"])

@@ -263,6 +263,52 @@ def test_mse_objective():
         load_config(sets=["train.loss=hinge"])
 
 
+def test_fp64_loss_keeps_a_fitted_example_s_loss_and_gradient():
+    """A margin of 20 nats: CE = log(1 + 2e^-20) ≈ 4.1e-9, which float32 rounds to 0, and the
+    gradient on the right answer (p - 1) with it; train.loss_dtype = fp64 keeps both, to the
+    closed form."""
+    from proxylab.train.loop import lm_loss
+
+    y = torch.tensor([[-100, 1]])
+    e = math.exp(-20.0)
+    exact = math.log1p(2 * e)
+    p_other = e / (1 + 2 * e)                                         # softmax minus one-hot
+    want = torch.tensor([p_other, -2 * p_other, p_other], dtype=torch.float64)
+    grads = {}
+    for dt in ("fp32", "fp64"):
+        logits = torch.tensor([[[0.0, 20.0, 0.0]]], requires_grad=True)
+        _, ce, _ = lm_loss(logits, y, 0.0, dtype=dt)
+        (grads[dt],) = torch.autograd.grad(ce, logits)
+        if dt == "fp32":
+            assert float(ce.detach()) == 0.0
+        else:
+            assert ce.dtype == torch.float64 and float(ce.detach()) == pytest.approx(exact, rel=1e-12)
+    assert float(grads["fp32"][0, 0, 1]) == 0.0
+    assert grads["fp64"].dtype == torch.float32      # back in the model's dtype
+    torch.testing.assert_close(grads["fp64"][0, 0].double(), want, rtol=1e-6, atol=0)
+    cfg = load_config(sets=["train.loss_dtype=fp64"])
+    assert cfg.train.loss_dtype == "fp64" and cfg.id != load_config().id
+    assert load_config(sets=["train.loss_dtype=fp32"]).id == load_config().id
+    with pytest.raises(ConfigError, match="train.loss_dtype"):
+        load_config(sets=["train.loss_dtype=fp16"])
+
+
+def test_an_fp64_loss_run_trains(tmp_path):
+    from proxylab.train.loop import MemoryReporter, train
+
+    sets = ["task.name=modular", "task.p=23", "task.full_batch=true", "model.name=mlp",
+            "model.width=32", "model.depth=1", "train.steps=30", "train.threads=1",
+            "train.diverge_factor=1e6"]
+    runs = {}
+    for dt in ("fp32", "fp64"):
+        rep = MemoryReporter()
+        res = train(load_config(sets=sets + [f"train.loss_dtype={dt}"]), rep)
+        assert res.status == "done"
+        runs[dt] = rep.last("train/loss")
+    # the same run up to rounding: the objective differs only in precision
+    assert runs["fp64"] == pytest.approx(runs["fp32"], rel=1e-3)
+
+
 # ----------------------------------------------------------------------------------
 # lottery tickets
 

@@ -135,6 +135,9 @@ class TrainConfig:
     stop_at_val_acc: float = _opt(0.0, lo=0.0, hi=1.0, added=True,
                                   doc="stop (status done) at the first evaluation with val/acc >= this "
                                       "(tasks with accuracy; a final checkpoint is saved); 0 = off")
+    loss_dtype: str = _opt("fp32", choices=("fp32", "fp64"), added=True,
+                           doc="dtype the training loss is computed in from the logits; fp64 keeps a "
+                               "fitted example's tiny loss and gradient from rounding to 0 (Nanda et al.)")
     loss: str = _opt("ce", choices=("ce", "mse"), added=True,
                      doc="training objective: cross-entropy, or MSE on one-hot targets (Doshi et al.)")
     ticket_from: str = _opt("", added=True,
@@ -292,6 +295,9 @@ def _check_cross_field(cfg: RunConfig) -> None:
     if t.name == "sparse_parity" and m.name == "quad_mlp":
         raise ConfigError("model.name: 'quad_mlp' reads two operands (positions 0 and 2) and "
                           "cannot learn sparse_parity; choose 'mlp', 'gpt' or 'answer_tf'")
+    if cfg.train.stop_at_val_acc > 0 and t.name == "text":
+        raise ConfigError("train.stop_at_val_acc: task 'text' records no accuracy; use it with "
+                          "'modular', 'digits', 'sparse_parity' or 's5', or set it to 0")
     if cfg.schedule.warmup >= 1 and cfg.schedule.warmup != int(cfg.schedule.warmup):
         raise ConfigError("schedule.warmup: a value >= 1 is a step count and must be whole")
     # optimizer names and their extra hyperparameters are checked by proxylab.optim, lazily

@@ -86,15 +86,19 @@ def resolve_device(name: str) -> torch.device:
 # losses and probes
 
 
-def lm_loss(logits: torch.Tensor, y: torch.Tensor, z_loss: float, loss: str = "ce"):
+def lm_loss(logits: torch.Tensor, y: torch.Tensor, z_loss: float, loss: str = "ce",
+            dtype: str = "fp32"):
     """Cross-entropy on positions with a target, plus z_loss * mean(log Z^2) (PaLM form).
 
     Returns (total loss, cross-entropy, mean log Z over counted positions). With
     ``loss="mse"`` (train.loss) the second value is instead the mean squared error between
     the logits and one-hot targets (Doshi et al. 2024); evaluation always reports CE.
+    ``dtype="fp64"`` (train.loss_dtype) computes all of it from float64 logits: in float32 a
+    fitted example's probability rounds to 1 once its margin passes ~16 nats, so its loss and
+    its gradient on the right answer become exactly 0.
     """
     y = y[:, -logits.shape[1]:]                 # models may emit only the last positions
-    logits = logits.float().flatten(0, 1)
+    logits = (logits.double() if dtype == "fp64" else logits.float()).flatten(0, 1)
     y = y.flatten()
     keep = y != -100
     ce = F.cross_entropy(logits, y, ignore_index=-100)
@@ -238,12 +242,12 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             model.probe_next_forward()      # per-layer attention / residual probes
         with autocast():
             logits = model(x)
-        loss, ce, logz = lm_loss(logits, y, tc.z_loss, tc.loss)
+        loss, ce, logz = lm_loss(logits, y, tc.z_loss, tc.loss, tc.loss_dtype)
         opt.zero_grad(set_to_none=True)
         # train.loss_scale: gradients (and so Adam's view of them) scaled, numbers reported unscaled
         (loss * tc.loss_scale if tc.loss_scale != 1.0 else loss).backward()
         if noise is not None and noise.due(step):   # |G_big|^2 from p.grad (unclipped) + one small pass
-            rep.metrics(noise.measure(step, model, params, x, y, lambda lg, t: lm_loss(lg, t, tc.z_loss, tc.loss)[0],
+            rep.metrics(noise.measure(step, model, params, x, y, lambda lg, t: lm_loss(lg, t, tc.z_loss, tc.loss, tc.loss_dtype)[0],
                                       autocast=autocast, grad_scale=tc.loss_scale))
         if tc.grad_clip > 0:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, tc.grad_clip))
