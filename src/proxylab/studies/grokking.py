@@ -10,13 +10,13 @@ circuit formation, and the embedding's Fourier norms concentrate on a few freque
 (4) Doshi et al. 2024's label corruption with their quadratic MLP: without decay the
 corrupted labels are memorized beside a perfect rule (coexistence); strong decay gives
 inversion (train accuracy ≈ 1 − ξ, the corrupted pairs answered by the rule); pruning the
-low-IPR (non-periodic) neurons erases the memorized labels. (6) Zhu et al. 2024: below a
+low-IPR (non-periodic) neurons erases the memorized labels. (5) Minegishi et al. 2023:
+lottery tickets — the generalized network's largest weights, rewound to their initial values
+and trained alone — reach 99% validation in fewer steps. (6) Zhu et al. 2024: below a
 critical train fraction the model memorizes without generalizing in the budget.
 
 Every verdict uses the shared rule (``proxylab.analysis.verdict``): an effect stated in
 advance with a margin and a bootstrap interval over seeds (or over grid points, claim 2).
-(5) Minegishi et al. 2023: lottery tickets — the generalized network's largest weights,
-rewound to their initial values and trained alone — reach 99% validation in fewer steps.
 """
 
 from __future__ import annotations
