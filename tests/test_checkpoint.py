@@ -196,6 +196,13 @@ def test_stop_at_val_acc_ends_at_the_first_evaluation_past_the_goal(tmp_path, mo
     # the stopped run's rows are the uninterrupted run's rows up to that step
     assert _rows(rep.rows) == {k: v for k, v in _rows(full.rows).items() if k[0] <= first}
     assert list_steps(cfg.id, None)[-1] == first                  # its last weights are on disk
+    # run again (as after a kill -9 between that save and the store's "done"): it resumes at
+    # its stop and trains no further
+    again = Collect()
+    res2 = train(cfg, again)
+    assert again.meta["resumed_from_step"] == first and res2.summary["stopped_early"]
+    assert res2.summary["steps_done"] == first and _rows(again.rows) == _rows(rep.rows)
+    assert res2.summary["final_val_acc"] == acc[first]
     assert not train(base.replace(**{"train.steps": 20, "train.checkpoint_every": 0}),
                      Collect()).summary["stopped_early"]
     with pytest.raises(ConfigError, match="stop_at_val_acc"):

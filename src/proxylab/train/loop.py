@@ -227,8 +227,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         step, tokens, train_time, init_loss, best_val, last_eval, interval_losses, ce_val = (
             resumed[k] for k in LOOP_STATE)
         t_start -= resumed["elapsed_s"]
+        stopped_early = resumed.get("stopped_early", False)   # saved at its goal: nothing left
 
-    for step in range(step + 1, tc.steps + 1):
+    for step in range(step + 1, step + 1 if stopped_early else tc.steps + 1):
         t0 = time.perf_counter()
         s_t = lr_multiplier(cfg.schedule, step - 1, tc.steps)
         for g in opt.param_groups:
@@ -318,7 +319,7 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
         loop_state = {
             "tokens": tokens, "train_time": train_time, "init_loss": init_loss, "best_val": best_val,
             "last_eval": last_eval, "interval_losses": interval_losses, "ce_val": ce_val,
-            "elapsed_s": time.perf_counter() - t_start}
+            "elapsed_s": time.perf_counter() - t_start, "stopped_early": stopped_early}
         ckpt.maybe_save(step, model, opt, gen, loop_state)
         if stopped_early:       # its last weights on disk too (tickets and analyses read them)
             if ckpt.enabled and step % ckpt.every:
