@@ -177,8 +177,10 @@ class Checkpointer:
             return []
         return sorted(int(m.group(1)) for f in self.dir.iterdir() if (m := _NAME.match(f.name)))
 
-    def maybe_save(self, step: int, model, opt, gen: torch.Generator, loop: dict[str, Any]) -> None:
-        if not self.enabled or step % self.every:
+    def maybe_save(self, step: int, model, opt, gen: torch.Generator, loop: dict[str, Any],
+                   last: bool = False) -> None:
+        """Save on every ``every``-th step, and on a run's ``last`` step whatever its number."""
+        if not self.enabled or (step % self.every and not last):
             return
         self.save(step, model, opt, gen, loop)
 

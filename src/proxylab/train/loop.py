@@ -320,10 +320,9 @@ def train(cfg: RunConfig, reporter: Reporter | None = None) -> RunResult:
             "tokens": tokens, "train_time": train_time, "init_loss": init_loss, "best_val": best_val,
             "last_eval": last_eval, "interval_losses": interval_losses, "ce_val": ce_val,
             "elapsed_s": time.perf_counter() - t_start, "stopped_early": stopped_early}
-        ckpt.maybe_save(step, model, opt, gen, loop_state)
-        if stopped_early:       # its last weights on disk too (tickets and analyses read them)
-            if ckpt.enabled and step % ckpt.every:
-                ckpt.save(step, model, opt, gen, loop_state)
+        # a run stopped at its goal keeps its last weights too (tickets and analyses read them)
+        ckpt.maybe_save(step, model, opt, gen, loop_state, last=stopped_early)
+        if stopped_early:
             break
 
     summary = {
